@@ -1,0 +1,520 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * sockscope kernel side: count bytes and calls per (socket, process) in
+ * per-CPU maps; record socket and process facts once, off the hot path.
+ *
+ * Hook groups (user space loads one counting group, the best the kernel allows):
+ *   tp      tp_btf sock:sock_send_length / sock:sock_recv_length (>= 6.3)
+ *   fentry  fexit on tcp/udp send and receive functions
+ *   kprobe  kprobe + kretprobe on the same functions
+ * plus, whenever they load: tp_btf sock:inet_sock_set_state (TCP facts and
+ * state) and cgroup sendmsg/recvmsg hooks (peers of unconnected UDP sockets).
+ *
+ * Counters live in one of two identical per-CPU hash maps; ss_flows points to
+ * the active one. User space swaps them each interval (the map-in-map update
+ * waits for running programs) and drains the idle one, so nothing is lost
+ * between reads and no entry is deleted on the hot path.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "sockscope.h"
+#include "sockscope.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const volatile struct ss_config ss_cfg = {};
+
+extern int LINUX_KERNEL_VERSION __kconfig;
+
+struct ss_flows_map {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ss_flow_key);
+	__type(value, struct ss_flow_val);
+} ss_flows_a SEC(".maps"), ss_flows_b SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct ss_flows_map);
+} ss_flows SEC(".maps") = {
+	.values = { [0] = &ss_flows_a },
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct ss_sock_info);
+} ss_socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct ss_proc_info);
+} ss_procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ss_stats);
+} ss_stats SEC(".maps");
+
+/* Scratch space: a process record is too large for the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ss_proc_info);
+} ss_scratch SEC(".maps");
+
+/* The peer of an unconnected UDP call, parked by a cgroup sock_addr hook
+ * earlier in the same syscall and taken by the counting hook. */
+struct ss_peer {
+	__u64 cookie;
+	__u8 addr[16];
+	__u16 port;
+	__u8 dir;
+	__u8 pad[5];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid: one call in flight per thread */
+	__type(value, struct ss_peer);
+} ss_peers SEC(".maps");
+
+/* kprobe fallback: the socket and flags of a call, from entry to return. */
+struct ss_call {
+	__u64 sk;
+	__u64 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct ss_call);
+} ss_calls SEC(".maps");
+
+static __always_inline void ss_stat_add(__u32 idx, __u64 n)
+{
+	__u32 zero = 0;
+	struct ss_stats *s = bpf_map_lookup_elem(&ss_stats, &zero);
+
+	if (s && idx < SS_STAT_MAX)
+		s->v[idx] += n;
+}
+
+/* ---- slow path: facts, once per socket / process ---- */
+
+static __always_inline void ss_fill_sock(struct ss_sock_info *si, struct sock *sk, __u64 cookie)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	si->cookie = cookie;
+	si->family = family;
+	si->protocol = BPF_CORE_READ(sk, sk_protocol);
+	si->type = BPF_CORE_READ(sk, sk_type);
+	si->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	si->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	si->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	si->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (family == AF_INET) {
+		ss_addr_v4(si->laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+		ss_addr_v4(si->raddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+	} else {
+		struct in6_addr a;
+
+		a = BPF_CORE_READ(sk, __sk_common.skc_v6_rcv_saddr);
+		ss_addr_v6(si->laddr, a.in6_u.u6_addr32);
+		a = BPF_CORE_READ(sk, __sk_common.skc_v6_daddr);
+		ss_addr_v6(si->raddr, a.in6_u.u6_addr32);
+	}
+}
+
+static __always_inline void ss_note_sock(struct sock *sk, __u64 cookie, __u8 state, __u32 tgid)
+{
+	struct ss_sock_info *old = bpf_map_lookup_elem(&ss_socks, &cookie);
+	struct ss_sock_info si = {};
+
+	/* A UDP socket that connect()s later changes state: record its peer then. */
+	if (old && old->state == state)
+		return;
+	ss_fill_sock(&si, sk, cookie);
+	if (old) {
+		/* Keep what was captured when it opened: after TCP_CLOSE ports read 0. */
+		si.open_ns = old->open_ns;
+		si.initiator = old->initiator;
+		si.owner_tgid = old->owner_tgid;
+		if (state == TCP_CLOSE && si.lport == 0) {
+			si = *old;
+			si.state = state;
+		}
+	} else {
+		si.open_ns = bpf_ktime_get_boot_ns();
+		si.owner_tgid = tgid;
+	}
+	if (bpf_map_update_elem(&ss_socks, &cookie, &si, BPF_ANY))
+		ss_stat_add(SS_STAT_SOCK_INFO_FULL, 1);
+}
+
+static __always_inline void ss_note_proc(__u32 tgid)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	__u64 start = BPF_CORE_READ(leader, start_boottime);
+	__u64 comm[SS_COMM_LEN / 8] = {};
+	struct ss_proc_info *old, *p;
+	__u32 zero = 0;
+
+	bpf_probe_read_kernel_str(comm, sizeof(comm), &leader->comm);
+	old = bpf_map_lookup_elem(&ss_procs, &tgid);
+	if (old && old->start_ns == start) {
+		__u64 *oc = (__u64 *)old->comm;
+
+		/* Same process, same program (an exec changes the comm). */
+		if (oc[0] == comm[0] && oc[1] == comm[1])
+			return;
+	}
+	p = bpf_map_lookup_elem(&ss_scratch, &zero);
+	if (!p)
+		return;
+	__builtin_memset(p, 0, sizeof(*p));
+	p->start_ns = start;
+	p->tgid = tgid;
+	p->ppid = BPF_CORE_READ(leader, real_parent, tgid);
+	p->cgroup_id = bpf_get_current_cgroup_id();
+	__u64 ug = bpf_get_current_uid_gid();
+	p->uid = (__u32)ug;
+	p->gid = ug >> 32;
+	__builtin_memcpy(p->comm, comm, sizeof(comm));
+
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	if (mm) {
+		const unsigned char *name = BPF_CORE_READ(mm, exe_file, f_path.dentry, d_name.name);
+
+		if (name)
+			bpf_probe_read_kernel_str(p->exe, sizeof(p->exe), name);
+		if (ss_cfg.capture_args) {
+			unsigned long start_arg = BPF_CORE_READ(mm, arg_start);
+			unsigned long end_arg = BPF_CORE_READ(mm, arg_end);
+			__u64 len = end_arg - start_arg;
+
+			/* A fixed-size read (the environment follows argv); only len bytes are kept.
+			 * Arguments may be paged out: then user space reads /proc instead. */
+			if (len > SS_ARGS_LEN)
+				len = SS_ARGS_LEN;
+			if (len && bpf_probe_read_user(p->args, SS_ARGS_LEN, (void *)start_arg) == 0)
+				p->args_len = len;
+		}
+	}
+	if (bpf_map_update_elem(&ss_procs, &tgid, p, BPF_ANY))
+		ss_stat_add(SS_STAT_PROC_INFO_FULL, 1);
+}
+
+/* ---- hot path ---- */
+
+static __always_inline void ss_take_peer(__u64 pid_tgid, __u64 cookie, int dir, struct ss_flow_key *key)
+{
+	struct ss_peer *p = bpf_map_lookup_elem(&ss_peers, &pid_tgid);
+
+	if (!p || p->cookie != cookie || p->dir != dir)
+		return;
+	__builtin_memcpy(key->raddr, p->addr, sizeof(key->raddr));
+	key->rport = p->port;
+	p->cookie = 0; /* consumed: a later call without an address must not reuse it */
+}
+
+static __always_inline void ss_add(struct ss_flow_val *v, __u64 bytes, int dir)
+{
+	if (dir == SS_TX) {
+		v->tx_bytes += bytes;
+		v->tx_calls += 1;
+	} else {
+		v->rx_bytes += bytes;
+		v->rx_calls += 1;
+	}
+}
+
+/* Count one call. sk is only dereferenced (CO-RE reads) on first sight of a key. */
+static __always_inline void ss_count(struct sock *sk, __u64 cookie, __u16 protocol, __u8 state,
+				     __u64 bytes, int dir)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct ss_flow_key key = {};
+	struct ss_flow_val *v;
+	__u32 zero = 0;
+	void *flows;
+	long err;
+
+	key.cookie = cookie;
+	key.tgid = pid_tgid >> 32;
+	if (protocol == IPPROTO_UDP && state != TCP_ESTABLISHED)
+		ss_take_peer(pid_tgid, cookie, dir, &key);
+
+	flows = bpf_map_lookup_elem(&ss_flows, &zero);
+	if (!flows)
+		return;
+	v = bpf_map_lookup_elem(flows, &key);
+	if (v) {
+		ss_add(v, bytes, dir);
+		return;
+	}
+
+	/* First call of this key in this interval. */
+	ss_note_sock(sk, cookie, state, key.tgid);
+	ss_note_proc(key.tgid);
+	struct ss_flow_val nv = {};
+
+	ss_add(&nv, bytes, dir);
+	err = bpf_map_update_elem(flows, &key, &nv, BPF_NOEXIST);
+	if (err == -SS_EEXIST) {
+		v = bpf_map_lookup_elem(flows, &key);
+		if (v)
+			ss_add(v, bytes, dir);
+	} else if (err) {
+		ss_stat_add(SS_STAT_DROPPED_EVENTS, 1);
+		ss_stat_add(SS_STAT_DROPPED_BYTES, bytes);
+	}
+}
+
+/* Group "tp": the socket layer's own length tracepoints (kernel >= 6.3). */
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(ss_tp_send, struct sock *sk, int ret, int flags)
+{
+	__u16 family;
+
+	if (ret <= 0)
+		return 0;
+	family = sk->__sk_common.skc_family;
+	if (!ss_is_inet(family))
+		return 0;
+	ss_count(sk, bpf_get_socket_cookie(sk), sk->sk_protocol, sk->__sk_common.skc_state, ret, SS_TX);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(ss_tp_recv, struct sock *sk, int ret, int flags)
+{
+	__u16 family;
+
+	if (ret <= 0)
+		return 0;
+	family = sk->__sk_common.skc_family;
+	if (!ss_is_inet(family))
+		return 0;
+	if (flags & MSG_PEEK) {
+		ss_stat_add(SS_STAT_PEEK_SKIPPED, 1);
+		return 0;
+	}
+	ss_count(sk, bpf_get_socket_cookie(sk), sk->sk_protocol, sk->__sk_common.skc_state, ret, SS_RX);
+	return 0;
+}
+
+/* Group "fentry": fexit on the protocol functions (kernels with BTF but no length tracepoints). */
+
+static __always_inline int ss_fexit(void *ctx, struct sock *sk, int dir)
+{
+	__u64 ret = 0, flags = 0;
+
+	bpf_get_func_ret(ctx, &ret);
+	if ((long)ret <= 0)
+		return 0;
+	if (dir == SS_RX) {
+		/* Since 5.19: (sk, msg, len, flags, addr_len); before: (sk, msg, len, nonblock, flags, addr_len). */
+		bpf_get_func_arg(ctx, bpf_get_func_arg_cnt(ctx) == 6 ? 4 : 3, &flags);
+		if (flags & MSG_PEEK) {
+			ss_stat_add(SS_STAT_PEEK_SKIPPED, 1);
+			return 0;
+		}
+	}
+	if (!ss_is_inet(sk->__sk_common.skc_family))
+		return 0;
+	ss_count(sk, bpf_get_socket_cookie(sk), sk->sk_protocol, sk->__sk_common.skc_state, ret, dir);
+	return 0;
+}
+
+#define SS_FEXIT(fn, dir)                                      \
+	SEC("fexit/" #fn)                                      \
+	int BPF_PROG(ss_fexit_##fn, struct sock *sk)           \
+	{                                                      \
+		return ss_fexit(ctx, sk, dir);                 \
+	}
+
+SS_FEXIT(tcp_sendmsg, SS_TX)
+SS_FEXIT(tcp_recvmsg, SS_RX)
+SS_FEXIT(udp_sendmsg, SS_TX)
+SS_FEXIT(udp_recvmsg, SS_RX)
+SS_FEXIT(udpv6_sendmsg, SS_TX)
+SS_FEXIT(udpv6_recvmsg, SS_RX)
+
+/* Group "kprobe": entry stashes the socket, return counts (oldest kernels). */
+
+static __always_inline int ss_kp_enter(struct sock *sk, __u64 flags)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ss_call c = { .sk = (__u64)sk, .flags = flags };
+
+	bpf_map_update_elem(&ss_calls, &id, &c, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int ss_kp_exit(long ret, int dir)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ss_call *c = bpf_map_lookup_elem(&ss_calls, &id);
+	struct sock *sk;
+	__u64 cookie;
+
+	if (!c)
+		return 0;
+	sk = (struct sock *)c->sk;
+	if (ret <= 0 || !sk || (dir == SS_RX && (c->flags & MSG_PEEK)))
+		goto out;
+	if (!ss_is_inet(BPF_CORE_READ(sk, __sk_common.skc_family)))
+		goto out;
+	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (!cookie)
+		cookie = c->sk | SS_COOKIE_FROM_PTR;
+	ss_count(sk, cookie, BPF_CORE_READ(sk, sk_protocol), BPF_CORE_READ(sk, __sk_common.skc_state), ret, dir);
+out:
+	bpf_map_delete_elem(&ss_calls, &id);
+	return 0;
+}
+
+#define SS_KPROBE_TX(fn)                                                     \
+	SEC("kprobe/" #fn)                                                   \
+	int BPF_KPROBE(ss_kp_##fn, struct sock *sk)                          \
+	{                                                                    \
+		return ss_kp_enter(sk, 0);                                   \
+	}                                                                    \
+	SEC("kretprobe/" #fn)                                                \
+	int BPF_KRETPROBE(ss_krp_##fn, long ret)                             \
+	{                                                                    \
+		return ss_kp_exit(ret, SS_TX);                               \
+	}
+
+/* The flags argument moved from 5th to 4th place in 5.19. */
+#define SS_KPROBE_RX(fn)                                                     \
+	SEC("kprobe/" #fn)                                                   \
+	int BPF_KPROBE(ss_kp_##fn, struct sock *sk)                          \
+	{                                                                    \
+		__u64 p4 = PT_REGS_PARM4(ctx), p5 = PT_REGS_PARM5(ctx);      \
+		/* both loads stay fixed-offset ctx reads (the verifier's rule) */ \
+		asm volatile("" : "+r"(p4), "+r"(p5));                       \
+		return ss_kp_enter(sk, LINUX_KERNEL_VERSION >= KERNEL_VERSION(5, 19, 0) ? p4 : p5); \
+	}                                                                    \
+	SEC("kretprobe/" #fn)                                                \
+	int BPF_KRETPROBE(ss_krp_##fn, long ret)                             \
+	{                                                                    \
+		return ss_kp_exit(ret, SS_RX);                               \
+	}
+
+SS_KPROBE_TX(tcp_sendmsg)
+SS_KPROBE_RX(tcp_recvmsg)
+SS_KPROBE_TX(udp_sendmsg)
+SS_KPROBE_RX(udp_recvmsg)
+SS_KPROBE_TX(udpv6_sendmsg)
+SS_KPROBE_RX(udpv6_recvmsg)
+
+/* Group "state": TCP facts captured when the connection opens, state kept current. */
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(ss_tp_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	struct ss_sock_info *old, si = {};
+	__u64 cookie;
+
+	if (sk->sk_protocol != IPPROTO_TCP || !ss_is_inet(sk->__sk_common.skc_family))
+		return 0;
+	cookie = bpf_get_socket_cookie((void *)sk);
+	old = bpf_map_lookup_elem(&ss_socks, &cookie);
+	if (old) {
+		old->state = newstate;
+		/* Addresses and ports are final once established; after close they read 0. */
+		if (newstate == TCP_ESTABLISHED) {
+			ss_fill_sock(&si, (struct sock *)sk, cookie);
+			__builtin_memcpy(old->laddr, si.laddr, sizeof(si.laddr));
+			__builtin_memcpy(old->raddr, si.raddr, sizeof(si.raddr));
+			old->lport = si.lport;
+			old->rport = si.rport;
+		}
+		return 0;
+	}
+	if (newstate == TCP_CLOSE || newstate == TCP_LISTEN)
+		return 0;
+	ss_fill_sock(&si, (struct sock *)sk, cookie);
+	si.state = newstate;
+	si.open_ns = bpf_ktime_get_boot_ns();
+	if (newstate == TCP_SYN_SENT) {
+		/* connect() runs in the caller's context: that process opened it. */
+		si.initiator = SS_INIT_LOCAL;
+		si.owner_tgid = bpf_get_current_pid_tgid() >> 32;
+	}
+	else if (oldstate == TCP_SYN_RECV || newstate == TCP_SYN_RECV)
+		si.initiator = SS_INIT_REMOTE;
+	if (bpf_map_update_elem(&ss_socks, &cookie, &si, BPF_NOEXIST) == -SS_E2BIG)
+		ss_stat_add(SS_STAT_SOCK_INFO_FULL, 1);
+	return 0;
+}
+
+/* Group "peers": the address of each unconnected UDP datagram (cgroup v2 root). */
+
+static __always_inline void ss_park(struct bpf_sock_addr *ctx, int v6, int dir)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ss_peer p = {};
+
+	p.cookie = bpf_get_socket_cookie(ctx);
+	p.dir = dir;
+	p.port = bpf_ntohs((__u16)ctx->user_port);
+	if (v6) {
+		__u32 a[4];
+
+		a[0] = ctx->user_ip6[0];
+		a[1] = ctx->user_ip6[1];
+		a[2] = ctx->user_ip6[2];
+		a[3] = ctx->user_ip6[3];
+		ss_addr_v6(p.addr, a);
+	} else {
+		ss_addr_v4(p.addr, ctx->user_ip4);
+	}
+	bpf_map_update_elem(&ss_peers, &id, &p, BPF_ANY);
+}
+
+SEC("cgroup/sendmsg4")
+int ss_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	ss_park(ctx, 0, SS_TX);
+	return 1;
+}
+
+SEC("cgroup/sendmsg6")
+int ss_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	ss_park(ctx, 1, SS_TX);
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int ss_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	ss_park(ctx, 0, SS_RX);
+	return 1;
+}
+
+SEC("cgroup/recvmsg6")
+int ss_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	ss_park(ctx, 1, SS_RX);
+	return 1;
+}

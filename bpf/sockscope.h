@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Records shared by the kernel programs (sockscope.bpf.c) and user space.
+ * Defined here once; src/sockscope/bpf/abi.py mirrors them and
+ * tests/unit/test_abi.py checks the mirror against the compiled object's BTF.
+ * Fixed-width types only, explicit padding, so both sides agree on the layout.
+ */
+#ifndef SOCKSCOPE_H
+#define SOCKSCOPE_H
+
+#define SS_COMM_LEN 16
+#define SS_EXE_LEN 64
+#define SS_ARGS_LEN 256
+
+enum ss_dir {
+	SS_TX = 0,
+	SS_RX = 1,
+};
+
+/* Hot-path key: one entry per (socket, process[, peer]) per interval. */
+struct ss_flow_key {
+	__u64 cookie;    /* socket cookie: unique per socket for the whole boot */
+	__u32 tgid;      /* process that made the call */
+	__u16 rport;     /* peer of an unconnected socket (host order); 0 if connected */
+	__u16 pad;
+	__u8 raddr[16];  /* peer of an unconnected socket, IPv6 or v4-mapped; 0 if connected */
+};
+
+/* Per-CPU counters for one flow key. */
+struct ss_flow_val {
+	__u64 tx_bytes;
+	__u64 rx_bytes;
+	__u64 tx_calls;
+	__u64 rx_calls;
+};
+
+enum ss_initiator {
+	SS_INIT_UNKNOWN = 0,
+	SS_INIT_LOCAL = 1,  /* we sent the SYN (connect) */
+	SS_INIT_REMOTE = 2, /* the peer did (accept) */
+};
+
+/* Facts about a socket, recorded once when first seen and on TCP state changes. */
+struct ss_sock_info {
+	__u64 cookie;
+	__u64 open_ns;      /* CLOCK_BOOTTIME when sockscope first saw it open */
+	__u8 laddr[16];     /* IPv6, or v4-mapped for IPv4 */
+	__u8 raddr[16];
+	__u32 netns;        /* network namespace inode */
+	__u32 owner_tgid;   /* process that first moved bytes on it (0 if unknown) */
+	__u16 family;       /* AF_INET / AF_INET6 */
+	__u16 protocol;     /* IPPROTO_* */
+	__u16 type;         /* SOCK_STREAM / SOCK_DGRAM / SOCK_RAW */
+	__u16 lport;        /* host order */
+	__u16 rport;        /* host order */
+	__u8 state;         /* TCP state (UDP: TCP_ESTABLISHED when connected) */
+	__u8 initiator;     /* enum ss_initiator */
+	__u32 pad;
+};
+
+/* Facts about a process, captured in the kernel so short-lived ones keep a name. */
+struct ss_proc_info {
+	__u64 start_ns;     /* group leader's start time, CLOCK_BOOTTIME (matches /proc/PID/stat) */
+	__u64 cgroup_id;
+	__u32 tgid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 args_len;     /* bytes valid in args (NUL-separated argv) */
+	__u32 pad;
+	char comm[SS_COMM_LEN];  /* group leader's comm: io_uring workers carry their own */
+	char exe[SS_EXE_LEN];    /* basename of the executable */
+	char args[SS_ARGS_LEN];  /* start of the command line */
+};
+
+/* Indexes into the per-CPU stats array. */
+enum ss_stat {
+	SS_STAT_DROPPED_EVENTS = 0, /* flow map full: events not counted */
+	SS_STAT_DROPPED_BYTES = 1,  /* bytes of those events */
+	SS_STAT_SOCK_INFO_FULL = 2, /* socket facts could not be stored */
+	SS_STAT_PROC_INFO_FULL = 3, /* process facts could not be stored */
+	SS_STAT_PEEK_SKIPPED = 4,   /* MSG_PEEK receives not counted (they would count twice) */
+	SS_STAT_EVENTS = 5,         /* events counted */
+	SS_STAT_MAX = 6,
+};
+
+struct ss_stats {
+	__u64 v[SS_STAT_MAX];
+};
+
+/* Settings written into .rodata by the loader before load. */
+struct ss_config {
+	__u32 capture_args;  /* copy argv into ss_proc_info */
+	__u32 pad;
+};
+
+#endif /* SOCKSCOPE_H */

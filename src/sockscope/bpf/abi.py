@@ -1,0 +1,113 @@
+"""Python mirror of the records in bpf/sockscope.h (the one definition).
+
+tests/unit/test_abi.py checks every size and offset here against the BTF of
+the compiled object, so a change on one side without the other fails the suite.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import c_uint8, c_uint16, c_uint32, c_uint64
+from enum import IntEnum
+
+SS_COMM_LEN = 16
+SS_EXE_LEN = 64
+SS_ARGS_LEN = 256
+
+
+class Dir(IntEnum):
+    TX = 0
+    RX = 1
+
+
+class Initiator(IntEnum):
+    UNKNOWN = 0
+    LOCAL = 1
+    REMOTE = 2
+
+
+class Stat(IntEnum):
+    DROPPED_EVENTS = 0
+    DROPPED_BYTES = 1
+    SOCK_INFO_FULL = 2
+    PROC_INFO_FULL = 3
+    PEEK_SKIPPED = 4
+
+
+SS_STAT_MAX = 6
+
+
+class FlowKey(ctypes.Structure):
+    _fields_ = [
+        ("cookie", c_uint64),
+        ("tgid", c_uint32),
+        ("rport", c_uint16),
+        ("pad", c_uint16),
+        ("raddr", c_uint8 * 16),
+    ]
+
+
+class FlowVal(ctypes.Structure):
+    _fields_ = [
+        ("tx_bytes", c_uint64),
+        ("rx_bytes", c_uint64),
+        ("tx_calls", c_uint64),
+        ("rx_calls", c_uint64),
+    ]
+
+
+class SockInfo(ctypes.Structure):
+    _fields_ = [
+        ("cookie", c_uint64),
+        ("open_ns", c_uint64),
+        ("laddr", c_uint8 * 16),
+        ("raddr", c_uint8 * 16),
+        ("netns", c_uint32),
+        ("owner_tgid", c_uint32),
+        ("family", c_uint16),
+        ("protocol", c_uint16),
+        ("type", c_uint16),
+        ("lport", c_uint16),
+        ("rport", c_uint16),
+        ("state", c_uint8),
+        ("initiator", c_uint8),
+        ("pad", c_uint32),
+    ]
+
+
+class ProcInfo(ctypes.Structure):
+    _fields_ = [
+        ("start_ns", c_uint64),
+        ("cgroup_id", c_uint64),
+        ("tgid", c_uint32),
+        ("ppid", c_uint32),
+        ("uid", c_uint32),
+        ("gid", c_uint32),
+        ("args_len", c_uint32),
+        ("pad", c_uint32),
+        ("comm", c_uint8 * SS_COMM_LEN),
+        ("exe", c_uint8 * SS_EXE_LEN),
+        ("args", c_uint8 * SS_ARGS_LEN),
+    ]
+
+
+class Stats(ctypes.Structure):
+    _fields_ = [("v", c_uint64 * SS_STAT_MAX)]
+
+
+class Config(ctypes.Structure):
+    _fields_ = [
+        ("capture_args", c_uint32),
+        ("pad", c_uint32),
+    ]
+
+
+# C struct name -> mirror, for the layout test.
+MIRRORS: dict[str, type[ctypes.Structure]] = {
+    "ss_flow_key": FlowKey,
+    "ss_flow_val": FlowVal,
+    "ss_sock_info": SockInfo,
+    "ss_proc_info": ProcInfo,
+    "ss_stats": Stats,
+    "ss_config": Config,
+}

@@ -1,0 +1,409 @@
+"""Load sockscope.bpf.o, choose the hooks this kernel allows, attach, and read.
+
+One counting group is attached: the first of COUNT_GROUPS that loads and
+attaches. The auxiliary groups (TCP facts, UDP peers) are attached beside it
+when they can be; without them counting still works, with less detail.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from sockscope.bpf import abi, libbpf
+from sockscope.collector.model import Counters, ProcFacts, RawFlow, SockFacts
+
+FUNCS = ("tcp_sendmsg", "tcp_recvmsg", "udp_sendmsg", "udp_recvmsg", "udpv6_sendmsg", "udpv6_recvmsg")
+
+
+@dataclass(frozen=True)
+class HookGroup:
+    name: str
+    programs: tuple[str, ...]
+    what: str
+    cgroup: bool = False
+
+
+COUNT_GROUPS = (
+    HookGroup("tracepoint", ("ss_tp_send", "ss_tp_recv"), "sock:sock_send_length / sock:sock_recv_length"),
+    HookGroup("fentry", tuple(f"ss_fexit_{f}" for f in FUNCS), "fexit on TCP/UDP sendmsg/recvmsg"),
+    HookGroup(
+        "kprobe",
+        tuple(p for f in FUNCS for p in (f"ss_kp_{f}", f"ss_krp_{f}")),
+        "kprobe/kretprobe on TCP/UDP sendmsg/recvmsg",
+    ),
+)
+AUX_GROUPS = (
+    HookGroup("tcp_state", ("ss_tp_state",), "sock:inet_sock_set_state: TCP endpoints, state, who opened"),
+    HookGroup(
+        "udp_peers",
+        ("ss_sendmsg4", "ss_sendmsg6", "ss_recvmsg4", "ss_recvmsg6"),
+        "cgroup sendmsg/recvmsg: the peer of each unconnected UDP datagram",
+        cgroup=True,
+    ),
+)
+ALL_GROUPS = COUNT_GROUPS + AUX_GROUPS
+
+
+@dataclass(frozen=True)
+class HookStatus:
+    group: str
+    program: str
+    target: str
+    attached: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CollectorOptions:
+    max_flows: int = 16384  # distinct (socket, process, peer) keys per interval
+    max_sockets: int = 65536
+    max_processes: int = 16384
+    capture_args: bool = True
+    object_path: str | None = None
+    count_groups: tuple[str, ...] = tuple(g.name for g in COUNT_GROUPS)  # in order of preference
+
+
+class CollectorError(RuntimeError):
+    """Monitoring cannot start; the message says what is missing and what to do."""
+
+
+def default_object_path() -> Path:
+    return Path(str(resources.files("sockscope.bpf").joinpath("sockscope.bpf.o")))
+
+
+def cgroup2_root(mounts: str = "/proc/self/mounts") -> str | None:
+    """Mount point of the cgroup v2 hierarchy (not always /sys/fs/cgroup)."""
+    try:
+        with open(mounts, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] == "cgroup2":
+                    return parts[1].replace("\\040", " ")
+    except OSError:
+        return None
+    return None
+
+
+_HINTS = {
+    "fentry": "this kernel refuses fentry/fexit programs (kernel lockdown or a security policy)",
+    "kprobe": "this kernel has no kprobe support (CONFIG_KPROBES off)",
+}
+
+
+def _hint(group: HookGroup, err: libbpf.LibbpfError, stage: str) -> str:
+    msg = f"{stage} failed: {os.strerror(err.errno or errno.EINVAL)}"
+    if group.name == "kprobe" and not os.path.exists("/sys/bus/event_source/devices/kprobe"):
+        msg += f"; {_HINTS['kprobe']}"
+    elif group.name == "fentry" and stage == "load" and err.errno == errno.EPERM:
+        msg += f"; {_HINTS['fentry']}"
+    elif group.name == "tracepoint" and err.errno in (errno.ESRCH, errno.ENOENT, errno.EINVAL):
+        msg += "; this kernel lacks the tracepoints (they arrived in Linux 6.3)"
+    # libbpf guesses at RLIMIT_MEMLOCK on any EPERM; with memcg accounting that guess misleads.
+    tail = [ln for ln in err.detail.splitlines() if ln.strip() and "ulimit -l" not in ln][-3:]
+    if tail:
+        msg += " [libbpf: " + " | ".join(t.strip() for t in tail) + "]"
+    return msg
+
+
+def _sum_percpu(raw: bytes, nfields: int, ncpu: int) -> list[int]:
+    words = memoryview(raw).cast("Q")
+    stride = len(words) // ncpu
+    return [sum(words[i::stride][:ncpu]) for i in range(nfields)]
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+
+
+class Collector:
+    """The kernel side, loaded and attached. Use start(), then read() once per interval."""
+
+    def __init__(self, options: CollectorOptions | None = None) -> None:
+        self.options = options or CollectorOptions()
+        self.hooks: list[HookStatus] = []
+        self.group: str | None = None
+        self._obj: libbpf.Object | None = None
+        self._links: list[libbpf.Link] = []
+        self._ncpu = 0
+        self._active = 0
+        self._prev_stats = [0] * abi.SS_STAT_MAX
+        self._last_read = 0.0
+
+    # ---- loading ----
+
+    def _object_path(self) -> str:
+        path = self.options.object_path or str(default_object_path())
+        if not os.path.exists(path):
+            raise CollectorError(
+                f"The BPF object {path} is missing: the package was installed without building it. "
+                "Run `make bpf` in the source tree (needs clang and bpftool), then try again."
+            )
+        return path
+
+    def _open(self, programs: set[str]) -> libbpf.Object:
+        obj = libbpf.Object(self._object_path())
+        try:
+            for prog in obj.programs():
+                prog.set_autoload(prog.name in programs)
+            for name in ("ss_flows_a", "ss_flows_b"):
+                obj.map(name).set_max_entries(self.options.max_flows)
+            obj.map("ss_socks").set_max_entries(self.options.max_sockets)
+            obj.map("ss_procs").set_max_entries(self.options.max_processes)
+            cfg = abi.Config(capture_args=int(self.options.capture_args))
+            obj.map(".rodata").write_initial_value(bytes(cfg))
+            obj.load()
+        except BaseException:
+            obj.close()
+            raise
+        return obj
+
+    def _attach(self, obj: libbpf.Object, group: HookGroup, cgroup_fd: int | None) -> list[HookStatus]:
+        out: list[HookStatus] = []
+        byname = {p.name: p for p in obj.programs()}
+        for name in group.programs:
+            prog = byname[name]
+            try:
+                if group.cgroup:
+                    if cgroup_fd is None:
+                        raise libbpf.LibbpfError("cgroup v2", errno.ENOENT, "no cgroup v2 hierarchy is mounted")
+                    self._links.append(prog.attach_cgroup(cgroup_fd))
+                else:
+                    self._links.append(prog.attach())
+                out.append(HookStatus(group.name, name, prog.section, True))
+            except libbpf.LibbpfError as exc:
+                out.append(HookStatus(group.name, name, prog.section, False, _hint(group, exc, "attach")))
+        return out
+
+    def _failed(self, group: HookGroup, err: str) -> list[HookStatus]:
+        return [HookStatus(group.name, p, "", False, err) for p in group.programs]
+
+    def start(self) -> None:
+        """Load and attach the best hooks; raise CollectorError when none count."""
+        check_privileges()
+        try:
+            self._ncpu = libbpf.num_possible_cpus()
+        except libbpf.LibbpfMissing as exc:
+            raise CollectorError(f"{exc}. sockscope loads BPF programs through the distribution's libbpf.") from exc
+        root = cgroup2_root()
+        cgroup_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY) if root else None
+        tried: list[HookStatus] = []
+        try:
+            groups = [g for g in COUNT_GROUPS if g.name in self.options.count_groups]
+            for group in groups:
+                obj, aux_failed = self._load_best(group)
+                if obj is None:
+                    tried += aux_failed
+                    continue
+                statuses = self._attach(obj, group, cgroup_fd)
+                if not all(s.attached for s in statuses):
+                    self._detach()
+                    obj.close()
+                    tried += statuses
+                    continue
+                loaded_aux = [g for g in AUX_GROUPS if g.name not in {s.group for s in aux_failed}]
+                for aux in loaded_aux:
+                    statuses += self._attach(obj, aux, cgroup_fd)
+                self._obj = obj
+                self.group = group.name
+                self.hooks = tried + statuses + aux_failed
+                self._last_read = time.monotonic()
+                return
+        finally:
+            if cgroup_fd is not None:
+                os.close(cgroup_fd)
+        self.hooks = tried
+        reasons = "; ".join(f"{s.group} ({s.program}): {s.error}" for s in tried if s.error)
+        raise CollectorError(
+            "No way to count socket traffic could be attached on this kernel. "
+            f"Tried {', '.join(g.name for g in groups)}: {reasons}. "
+            "sockscope needs Linux >= 6.3 (sock_send_length tracepoints), or fentry or kprobes enabled. "
+            "Run `sockscope doctor` for details."
+        )
+
+    def _load_best(self, group: HookGroup) -> tuple[libbpf.Object | None, list[HookStatus]]:
+        """Load group with as many auxiliary groups as load with it.
+        Returns (object or None, statuses of what failed to load)."""
+        failed: list[HookStatus] = []
+        aux = list(AUX_GROUPS)
+        try:
+            return self._open({p for g in [group, *aux] for p in g.programs}), []
+        except libbpf.LibbpfError:
+            pass
+        try:
+            self._open(set(group.programs)).close()
+        except libbpf.LibbpfError as exc:
+            return None, self._failed(group, _hint(group, exc, "load"))
+        ok: list[HookGroup] = []
+        for g in aux:
+            try:
+                self._open(set(group.programs) | set(g.programs)).close()
+                ok.append(g)
+            except libbpf.LibbpfError as exc:
+                failed += self._failed(g, _hint(g, exc, "load"))
+        return self._open({p for g in [group, *ok] for p in g.programs}), failed
+
+    def probe(self, group: HookGroup) -> list[HookStatus]:
+        """Load and attach one group alone, then detach: what doctor reports."""
+        root = cgroup2_root()
+        cgroup_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY) if root else None
+        try:
+            try:
+                obj = self._open(set(group.programs))
+            except libbpf.LibbpfError as exc:
+                return self._failed(group, _hint(group, exc, "load"))
+            saved, self._links = self._links, []
+            try:
+                return self._attach(obj, group, cgroup_fd)
+            finally:
+                self._detach()
+                self._links = saved
+                obj.close()
+        finally:
+            if cgroup_fd is not None:
+                os.close(cgroup_fd)
+
+    def _detach(self) -> None:
+        for link in self._links:
+            link.destroy()
+        self._links = []
+
+    def close(self) -> None:
+        self._detach()
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    def __enter__(self) -> Collector:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- reading ----
+
+    @property
+    def obj(self) -> libbpf.Object:
+        if self._obj is None:
+            raise CollectorError("collector is not started")
+        return self._obj
+
+    def read_flows(self) -> tuple[float, list[RawFlow], Counters]:
+        """Swap the active counter map and drain the other one.
+
+        Returns (seconds since the previous read, flows, counter deltas).
+        The update of the map-in-map slot returns only after every running
+        program finished, so the drained map is complete and stays untouched.
+        """
+        obj = self.obj
+        names = ("ss_flows_a", "ss_flows_b")
+        idle = 1 - self._active
+        obj.map("ss_flows").update(ctypes.c_uint32(0), ctypes.c_int32(obj.map(names[idle]).fd))
+        now = time.monotonic()
+        full = obj.map(names[self._active])
+        value_len = ((ctypes.sizeof(abi.FlowVal) + 7) // 8 * 8) * self._ncpu
+        raw = full.drain(value_len)
+        self._active = idle
+        flows = []
+        for kb, vb in raw:
+            key = abi.FlowKey.from_buffer_copy(kb)
+            tx, rx, txc, rxc = _sum_percpu(vb, 4, self._ncpu)
+            flows.append(RawFlow(key.cookie, key.tgid, bytes(key.raddr), key.rport, tx, rx, txc, rxc))
+        elapsed = now - self._last_read
+        self._last_read = now
+        return elapsed, flows, self._stats_delta()
+
+    def _stats_delta(self) -> Counters:
+        buf = ctypes.create_string_buffer(ctypes.sizeof(abi.Stats) * self._ncpu)
+        if not self.obj.map("ss_stats").lookup_into(ctypes.c_uint32(0), buf):
+            return Counters()
+        total = _sum_percpu(buf.raw, abi.SS_STAT_MAX, self._ncpu)
+        d = [t - p for t, p in zip(total, self._prev_stats, strict=True)]
+        self._prev_stats = total
+        s = abi.Stat
+        return Counters(
+            dropped_events=d[s.DROPPED_EVENTS],
+            dropped_bytes=d[s.DROPPED_BYTES],
+            sock_info_full=d[s.SOCK_INFO_FULL],
+            proc_info_full=d[s.PROC_INFO_FULL],
+            peek_skipped=d[s.PEEK_SKIPPED],
+        )
+
+    def sock_facts(self, cookie: int) -> SockFacts | None:
+        si = abi.SockInfo()
+        if not self.obj.map("ss_socks").lookup_into(ctypes.c_uint64(cookie), si):
+            return None
+        return SockFacts(
+            cookie=cookie,
+            family=si.family,
+            protocol=si.protocol,
+            sock_type=si.type,
+            laddr=bytes(si.laddr),
+            lport=si.lport,
+            raddr=bytes(si.raddr),
+            rport=si.rport,
+            state=si.state,
+            netns=si.netns,
+            open_ns=si.open_ns,
+            initiator=si.initiator,
+            owner_tgid=si.owner_tgid,
+        )
+
+    def proc_facts(self, tgid: int) -> ProcFacts | None:
+        pi = abi.ProcInfo()
+        if not self.obj.map("ss_procs").lookup_into(ctypes.c_uint32(tgid), pi):
+            return None
+        raw_args = bytes(pi.args)[: pi.args_len]
+        args = tuple(a.decode("utf-8", "backslashreplace") for a in raw_args.split(b"\0") if a)
+        return ProcFacts(
+            tgid=tgid,
+            start_ns=pi.start_ns,
+            comm=_cstr(bytes(pi.comm)),
+            exe_name=_cstr(bytes(pi.exe)),
+            args=args,
+            uid=pi.uid,
+            gid=pi.gid,
+            ppid=pi.ppid,
+            cgroup_id=pi.cgroup_id,
+        )
+
+
+# ---- privileges ----
+
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+
+def effective_caps(status_path: str = "/proc/self/status") -> int:
+    with open(status_path, encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def missing_privileges(caps: int) -> list[str]:
+    """Capabilities sockscope still needs, given an effective set."""
+    if caps >> CAP_SYS_ADMIN & 1:
+        return []
+    need = [("CAP_BPF", CAP_BPF), ("CAP_PERFMON", CAP_PERFMON), ("CAP_NET_ADMIN", CAP_NET_ADMIN)]
+    return [name for name, bit in need if not caps >> bit & 1]
+
+
+def check_privileges() -> None:
+    missing = missing_privileges(effective_caps())
+    if missing:
+        raise CollectorError(
+            f"Loading the kernel programs needs privileges this process lacks: {', '.join(missing)}. "
+            "Run sockscope as root (for example `sudo sockscope top`), or grant the capabilities: "
+            "`sudo setcap cap_bpf,cap_perfmon,cap_net_admin+ep` on the Python interpreter of its "
+            "virtual environment. To read history without privileges use `sockscope report`."
+        )

@@ -1,0 +1,134 @@
+"""Join one interval's raw flows with socket and process facts: pure, no I/O.
+
+Several kernel keys can describe one connection (a connected UDP socket that
+also names its peer in sendto(), say); they merge here on the endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from sockscope.collector.addresses import addr_text, is_unspecified, wire_family
+from sockscope.collector.identity import ProcessIdentity
+from sockscope.collector.model import NO_ADDR, ConnectionSample, ProcessSample, RawFlow, SockFacts
+
+IPPROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 136: "udplite", 255: "raw"}
+SOCK_RAW = 3
+
+TCP_STATES = {
+    1: "ESTABLISHED",
+    2: "SYN_SENT",
+    3: "SYN_RECV",
+    4: "FIN_WAIT1",
+    5: "FIN_WAIT2",
+    6: "TIME_WAIT",
+    7: "CLOSE",
+    8: "CLOSE_WAIT",
+    9: "LAST_ACK",
+    10: "LISTEN",
+    11: "CLOSING",
+    12: "NEW_SYN_RECV",
+}
+INITIATORS = {1: "local", 2: "remote"}
+
+
+def proto_name(facts: SockFacts) -> str:
+    if facts.sock_type == SOCK_RAW:
+        return "raw"
+    return IPPROTO_NAMES.get(facts.protocol, f"ip{facts.protocol}")
+
+
+def state_name(facts: SockFacts) -> str | None:
+    if facts.protocol == 6:
+        return TCP_STATES.get(facts.state, str(facts.state))
+    # Datagram sockets: the kernel marks a connect()ed one ESTABLISHED; `ss` calls the rest UNCONN.
+    return "ESTABLISHED" if facts.state == 1 else "UNCONN"
+
+
+ConnKey = tuple[int, bytes, int]
+
+
+def _peer(flow: RawFlow, facts: SockFacts | None) -> tuple[bytes, int]:
+    if flow.raddr != NO_ADDR:
+        return flow.raddr, flow.rport
+    if facts is not None:
+        return facts.raddr, facts.rport
+    return NO_ADDR, 0
+
+
+def _connection(facts: SockFacts | None, cookie: int, raddr: bytes, rport: int) -> ConnectionSample:
+    known_peer = not (is_unspecified(raddr) and rport == 0)
+    if facts is None:
+        # Facts evicted or never stored (counted in sock_info_full): bytes still count.
+        return ConnectionSample(
+            proto="?",
+            family=wire_family(10, raddr)[0] if known_peer else 0,
+            laddr=None,
+            lport=None,
+            raddr=addr_text(raddr) if known_peer else None,
+            rport=rport if known_peer else None,
+            state=None,
+            cookie=cookie,
+        )
+    family, mapped = wire_family(facts.family, facts.laddr, raddr)
+    return ConnectionSample(
+        proto=proto_name(facts),
+        family=family,
+        laddr=addr_text(facts.laddr),
+        lport=facts.lport,
+        raddr=addr_text(raddr) if known_peer else None,
+        rport=rport if known_peer else None,
+        state=state_name(facts),
+        cookie=cookie,
+        netns=facts.netns,
+        v4mapped=mapped,
+        initiator=INITIATORS.get(facts.initiator),
+    )
+
+
+def build_processes(
+    flows: Iterable[RawFlow],
+    sock_facts: Callable[[int], SockFacts | None],
+    identity: Callable[[int], ProcessIdentity],
+) -> list[ProcessSample]:
+    """Group flows by process, then by connection; busiest first."""
+    by_proc: dict[int, dict[ConnKey, ConnectionSample]] = {}
+    facts_cache: dict[int, SockFacts | None] = {}
+    for flow in flows:
+        if flow.cookie not in facts_cache:
+            facts_cache[flow.cookie] = sock_facts(flow.cookie)
+        facts = facts_cache[flow.cookie]
+        raddr, rport = _peer(flow, facts)
+        conns = by_proc.setdefault(flow.tgid, {})
+        key = (flow.cookie, raddr, rport)
+        conn = conns.get(key)
+        if conn is None:
+            conn = conns[key] = _connection(facts, flow.cookie, raddr, rport)
+        conn.tx_bytes += flow.tx_bytes
+        conn.rx_bytes += flow.rx_bytes
+        conn.tx_calls += flow.tx_calls
+        conn.rx_calls += flow.rx_calls
+
+    out: list[ProcessSample] = []
+    for tgid, conns in by_proc.items():
+        ident = identity(tgid)
+        sample = ProcessSample(
+            pid=tgid,
+            comm=ident.comm,
+            exe=ident.exe,
+            cmdline=ident.cmdline,
+            uid=ident.uid,
+            user=ident.user,
+            ppid=ident.ppid,
+            start_ns=ident.start_ns,
+            alive=ident.alive,
+            connections=sorted(conns.values(), key=lambda c: (-(c.tx_bytes + c.rx_bytes), c.cookie)),
+        )
+        for c in sample.connections:
+            sample.tx_bytes += c.tx_bytes
+            sample.rx_bytes += c.rx_bytes
+            sample.tx_calls += c.tx_calls
+            sample.rx_calls += c.rx_calls
+        out.append(sample)
+    out.sort(key=lambda p: (-(p.tx_bytes + p.rx_bytes), p.pid))
+    return out

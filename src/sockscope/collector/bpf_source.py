@@ -1,0 +1,47 @@
+"""The real source: the kernel collector plus /proc identity."""
+
+from __future__ import annotations
+
+import time
+
+from sockscope.bpf.loader import Collector, CollectorOptions, HookStatus
+from sockscope.collector.aggregate import build_processes
+from sockscope.collector.identity import ProcessIdentity, ProcessResolver
+from sockscope.collector.model import Interval, SockFacts
+from sockscope.collector.source import Source
+
+
+class BpfSource(Source):
+    def __init__(self, options: CollectorOptions | None = None, resolver: ProcessResolver | None = None) -> None:
+        self.collector = Collector(options)
+        self.resolver = resolver or ProcessResolver()
+        # Last facts seen per socket: a socket evicted from the kernel's LRU map keeps its endpoints.
+        self._socks: dict[int, SockFacts] = {}
+
+    @property
+    def hooks(self) -> list[HookStatus]:
+        return self.collector.hooks
+
+    def start(self) -> None:
+        self.collector.start()
+
+    def close(self) -> None:
+        self.collector.close()
+
+    def _sock(self, cookie: int) -> SockFacts | None:
+        facts = self.collector.sock_facts(cookie)
+        if facts is not None:
+            self._socks[cookie] = facts
+            return facts
+        return self._socks.get(cookie)
+
+    def _identity(self, tgid: int) -> ProcessIdentity:
+        return self.resolver.resolve(self.collector.proc_facts(tgid), tgid)
+
+    def read(self) -> Interval:
+        elapsed, flows, counters = self.collector.read_flows()
+        ts = time.time()
+        processes = build_processes(flows, self._sock, self._identity)
+        if len(self._socks) > 200_000:  # bound the fallback cache; the kernel map is the real store
+            self._socks.clear()
+        return Interval(ts=ts, interval=elapsed, processes=processes, counters=counters)

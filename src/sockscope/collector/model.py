@@ -1,0 +1,122 @@
+"""Plain data that flows from a source to the outputs.
+
+Raw* records are what the kernel side hands over, decoded but not yet joined;
+Interval / ProcessSample / ConnectionSample are what every output consumes.
+No ctypes here: fakes and tests build these directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+NO_ADDR = bytes(16)
+
+
+@dataclass(frozen=True, slots=True)
+class RawFlow:
+    """Counters of one (socket, process[, peer]) for one interval."""
+
+    cookie: int
+    tgid: int
+    raddr: bytes = NO_ADDR  # peer of an unconnected socket (16 bytes, v4-mapped for IPv4)
+    rport: int = 0
+    tx_bytes: int = 0
+    rx_bytes: int = 0
+    tx_calls: int = 0
+    rx_calls: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SockFacts:
+    cookie: int
+    family: int  # AF_INET (2) / AF_INET6 (10)
+    protocol: int  # IPPROTO_*
+    sock_type: int  # SOCK_*
+    laddr: bytes
+    lport: int
+    raddr: bytes
+    rport: int
+    state: int
+    netns: int = 0
+    open_ns: int = 0
+    initiator: int = 0
+    owner_tgid: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProcFacts:
+    """What the kernel captured about a process when it first moved bytes."""
+
+    tgid: int
+    start_ns: int
+    comm: str
+    exe_name: str
+    args: tuple[str, ...]
+    uid: int
+    gid: int
+    ppid: int
+    cgroup_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """Kernel-side counters for one interval (deltas, not totals)."""
+
+    dropped_events: int = 0
+    dropped_bytes: int = 0
+    sock_info_full: int = 0
+    proc_info_full: int = 0
+    peek_skipped: int = 0
+
+
+@dataclass(slots=True)
+class ConnectionSample:
+    proto: str
+    family: int
+    laddr: str | None
+    lport: int | None
+    raddr: str | None
+    rport: int | None
+    state: str | None
+    tx_bytes: int = 0
+    rx_bytes: int = 0
+    tx_calls: int = 0
+    rx_calls: int = 0
+    cookie: int = 0
+    netns: int = 0
+    v4mapped: bool = False
+    initiator: str | None = None
+
+
+@dataclass(slots=True)
+class ProcessSample:
+    pid: int
+    comm: str
+    exe: str | None
+    cmdline: str | None
+    uid: int | None
+    user: str | None
+    ppid: int | None = None
+    start_ns: int = 0
+    alive: bool = True  # False: gone from /proc when read; facts are the kernel's
+    tx_bytes: int = 0
+    rx_bytes: int = 0
+    tx_calls: int = 0
+    rx_calls: int = 0
+    connections: list[ConnectionSample] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Interval:
+    ts: float  # wall-clock end of the interval (Unix seconds)
+    interval: float  # its length in seconds
+    processes: list[ProcessSample]
+    counters: Counters = field(default_factory=Counters)
+
+    @property
+    def tx_bytes(self) -> int:
+        return sum(p.tx_bytes for p in self.processes)
+
+    @property
+    def rx_bytes(self) -> int:
+        return sum(p.rx_bytes for p in self.processes)

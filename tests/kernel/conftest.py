@@ -1,0 +1,154 @@
+"""Fixtures for tests that load the real BPF programs and move real traffic.
+
+These need root and a kernel like this one. They fail, loudly, when they cannot
+run: a skipped kernel test would hide a broken collector.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sockscope.collector.bpf_source import BpfSource
+from sockscope.collector.model import Interval
+
+REPO = Path(__file__).resolve().parents[2]
+SOCKSCOPE = str(Path(sys.executable).with_name("sockscope"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.kernel)
+
+
+@pytest.fixture(autouse=True)
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("kernel tests need root (BPF programs, network namespaces): run `sudo make test`")
+
+
+def run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+
+
+@dataclass
+class Netns:
+    """A network namespace joined to the host by a veth pair (198.18.0.0/15, fd00::/8)."""
+
+    name: str
+    host4: str = "198.18.0.1"
+    peer4: str = "198.18.0.2"
+    host6: str = "fd00:5353::1"
+    peer6: str = "fd00:5353::2"
+
+    def exec_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+
+@pytest.fixture(scope="session")
+def netns() -> Iterator[Netns]:
+    tag = uuid.uuid4().hex[:6]
+    ns = Netns(name=f"sstest-{tag}")
+    host_if, peer_if = f"ssh{tag}", f"ssp{tag}"
+    run("ip", "netns", "add", ns.name)
+    try:
+        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", peer_if)
+        run("ip", "link", "set", peer_if, "netns", ns.name)
+        run("ip", "addr", "add", f"{ns.host4}/24", "dev", host_if)
+        run("ip", "addr", "add", f"{ns.host6}/64", "dev", host_if, "nodad")
+        run("ip", "link", "set", host_if, "up")
+        inside = ns.exec_prefix()
+        run(*inside, "ip", "addr", "add", f"{ns.peer4}/24", "dev", peer_if)
+        run(*inside, "ip", "addr", "add", f"{ns.peer6}/64", "dev", peer_if, "nodad")
+        run(*inside, "ip", "link", "set", peer_if, "up")
+        run(*inside, "ip", "link", "set", "lo", "up")
+        yield ns
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", ns.name], capture_output=True, timeout=30)
+
+
+class Traffic:
+    """A running traffic generator (tests/kernel/traffic.py)."""
+
+    def __init__(self, name: str, mode: str, *args: str, prefix: list[str] | None = None) -> None:
+        cmd = [*(prefix or []), sys.executable, "-m", "tests.kernel.traffic", "--name", name, mode, *args]
+        self.name = name
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+
+    def line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        text = self.proc.stdout.readline()
+        if not text:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise AssertionError(f"{self.name} ended early: {err}")
+        return dict(json.loads(text))
+
+    def wait(self) -> dict[str, Any]:
+        done = self.line()
+        assert self.proc.wait(timeout=60) == 0
+        assert done.get("done"), done
+        return done
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@dataclass
+class Tally:
+    """Totals per pid and per (pid, connection endpoints) over several intervals."""
+
+    procs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    conns: dict[int, dict[tuple[Any, ...], dict[str, int]]] = field(default_factory=dict)
+    dropped_events: int = 0
+    peek_skipped: int = 0
+
+    def add_dict(self, d: dict[str, Any]) -> None:
+        self.dropped_events += d["dropped"]["events"]
+        self.peek_skipped += d["peek_skipped"]
+        for p in d["processes"]:
+            t = self.procs.setdefault(p["pid"], {"tx": 0, "rx": 0, "comm": p["comm"], "exe": p["exe"]})
+            t["tx"] += p["tx_bytes"]
+            t["rx"] += p["rx_bytes"]
+            conns = self.conns.setdefault(p["pid"], {})
+            for c in p["connections"]:
+                key = (c["proto"], c["family"], c["laddr"], c["lport"], c["raddr"], c["rport"], c["v4mapped"])
+                ct = conns.setdefault(key, {"tx": 0, "rx": 0})
+                ct["tx"] += c["tx_bytes"]
+                ct["rx"] += c["rx_bytes"]
+
+    def add(self, iv: Interval) -> None:
+        from sockscope.output.jsonl import interval_dict
+
+        self.add_dict(interval_dict(iv))
+
+
+@pytest.fixture
+def source() -> Iterator[BpfSource]:
+    src = BpfSource()
+    src.start()
+    try:
+        yield src
+    finally:
+        src.close()
+
+
+def drain(src: BpfSource, tally: Tally, settle: float = 0.2) -> None:
+    """Read until everything the finished traffic produced is in the tally."""
+    time.sleep(settle)
+    for _ in range(2):
+        tally.add(src.read())

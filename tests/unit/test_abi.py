@@ -1,0 +1,52 @@
+"""The Python mirror (abi.py) against the compiled object's BTF: sizes, names, offsets."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+
+from sockscope.bpf import abi
+from sockscope.bpf.loader import default_object_path
+
+
+def _btf_structs() -> dict[str, dict[str, Any]]:
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    obj = default_object_path()
+    assert obj.exists(), f"{obj} not built: run `make bpf`"
+    out = subprocess.run(
+        [bpftool, "-j", "btf", "dump", "file", str(obj)], check=True, capture_output=True, text=True
+    ).stdout
+    types = json.loads(out)["types"]
+    return {t["name"]: t for t in types if t["kind"] == "STRUCT" and t.get("name", "").startswith("ss_")}
+
+
+@pytest.fixture(scope="module")
+def btf() -> dict[str, dict[str, Any]]:
+    return _btf_structs()
+
+
+@pytest.mark.parametrize("name", sorted(abi.MIRRORS))
+def test_layout_matches_btf(btf: dict[str, dict[str, Any]], name: str) -> None:
+    mirror = abi.MIRRORS[name]
+    assert name in btf, f"struct {name} not in the object's BTF"
+    c = btf[name]
+    assert ctypes.sizeof(mirror) == c["size"]
+    c_fields = [(m["name"], m["bits_offset"] // 8) for m in c["members"]]
+    py_fields = [(f[0], getattr(mirror, f[0]).offset) for f in mirror._fields_]
+    assert py_fields == c_fields
+
+
+def test_every_shared_struct_is_mirrored(btf: dict[str, dict[str, Any]]) -> None:
+    shared = {"ss_flow_key", "ss_flow_val", "ss_sock_info", "ss_proc_info", "ss_stats", "ss_config"}
+    assert shared <= set(btf)
+    assert set(abi.MIRRORS) == shared
+
+
+def test_stat_indexes_fit() -> None:
+    assert max(abi.Stat) < abi.SS_STAT_MAX
+    assert len(abi.Stats().v) == abi.SS_STAT_MAX

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from sockscope.collector.aggregate import build_processes
+from sockscope.collector.model import RawFlow, SockFacts
+from tests.samples import ident, tcp_facts, udp_unconnected, v4, v6
+
+
+def run(flows: list[RawFlow], socks: dict[int, SockFacts]):
+    return build_processes(flows, socks.get, ident)
+
+
+def test_tcp_connection_sums_and_endpoints() -> None:
+    procs = run([RawFlow(1, 100, tx_bytes=7, rx_bytes=3, tx_calls=1, rx_calls=2)], {1: tcp_facts(1)})
+    assert len(procs) == 1
+    p = procs[0]
+    assert (p.pid, p.comm, p.tx_bytes, p.rx_bytes, p.tx_calls, p.rx_calls) == (100, "curl", 7, 3, 1, 2)
+    c = p.connections[0]
+    assert (c.proto, c.family, c.laddr, c.lport, c.raddr, c.rport, c.state) == (
+        "tcp",
+        4,
+        "198.18.0.1",
+        40000,
+        "198.18.0.2",
+        443,
+        "ESTABLISHED",
+    )
+    assert c.netns == 4026531840
+
+
+def test_unconnected_udp_peers_are_separate_connections() -> None:
+    flows = [
+        RawFlow(5, 200, v4("198.18.0.53"), 53, tx_bytes=40, tx_calls=1),
+        RawFlow(5, 200, v4("198.18.0.54"), 53, tx_bytes=41, tx_calls=1),
+        RawFlow(5, 200, v4("198.18.0.53"), 53, rx_bytes=90, rx_calls=1),
+    ]
+    p = run(flows, {5: udp_unconnected(5)})[0]
+    peers = {(c.raddr, c.rport): (c.tx_bytes, c.rx_bytes) for c in p.connections}
+    assert peers == {("198.18.0.53", 53): (40, 90), ("198.18.0.54", 53): (41, 0)}
+    assert {c.state for c in p.connections} == {"UNCONN"}
+    assert p.tx_bytes == 81 and p.rx_bytes == 90
+
+
+def test_connected_key_and_named_peer_merge_into_one_row() -> None:
+    facts = SockFacts(9, 2, 17, 2, v4("198.18.0.1"), 5000, v4("198.18.0.2"), 53, 1)
+    flows = [RawFlow(9, 1, tx_bytes=10), RawFlow(9, 1, v4("198.18.0.2"), 53, tx_bytes=5)]
+    p = run(flows, {9: facts})[0]
+    assert len(p.connections) == 1
+    assert p.connections[0].tx_bytes == 15
+    assert p.connections[0].state == "ESTABLISHED"
+
+
+def test_v4_mapped_on_ipv6_socket_is_ipv4_and_flagged() -> None:
+    flows = [RawFlow(3, 1, v4("198.18.77.2"), 9, tx_bytes=1), RawFlow(3, 1, v4("198.18.77.2"), 9, rx_bytes=2)]
+    p = run(flows, {3: udp_unconnected(3, family=10)})[0]
+    assert len(p.connections) == 1
+    c = p.connections[0]
+    assert (c.family, c.v4mapped, c.raddr, c.tx_bytes, c.rx_bytes) == (4, True, "198.18.77.2", 1, 2)
+
+
+def test_ipv6_peer() -> None:
+    facts = SockFacts(4, 10, 6, 1, v6("fd00::1"), 1234, v6("fd00::2"), 80, 1)
+    c = run([RawFlow(4, 1, tx_bytes=1)], {4: facts})[0].connections[0]
+    assert (c.family, c.laddr, c.raddr, c.v4mapped) == (6, "fd00::1", "fd00::2", False)
+
+
+def test_unknown_peer_of_unconnected_socket_is_none() -> None:
+    c = run([RawFlow(6, 1, rx_bytes=4)], {6: udp_unconnected(6)})[0].connections[0]
+    assert c.raddr is None and c.rport is None
+    assert c.laddr == "0.0.0.0"
+
+
+def test_missing_facts_still_count_bytes() -> None:
+    p = run([RawFlow(8, 1, tx_bytes=99)], {})[0]
+    assert p.tx_bytes == 99
+    assert p.connections[0].proto == "?"
+
+
+def test_processes_sorted_busiest_first_and_facts_looked_up_once() -> None:
+    calls: list[int] = []
+    socks = {1: tcp_facts(1), 2: tcp_facts(2, lport=40001)}
+
+    def lookup(cookie: int) -> SockFacts | None:
+        calls.append(cookie)
+        return socks.get(cookie)
+
+    flows = [RawFlow(1, 10, tx_bytes=5), RawFlow(2, 20, tx_bytes=500), RawFlow(1, 10, rx_bytes=1)]
+    procs = build_processes(flows, lookup, ident)
+    assert [p.pid for p in procs] == [20, 10]
+    assert sorted(calls) == [1, 2]
+
+
+def test_raw_and_unknown_protocol_names() -> None:
+    raw = SockFacts(7, 2, 253, 3, v4("0.0.0.0"), 0, bytes(16), 0, 7)
+    icmp = SockFacts(8, 2, 1, 2, v4("0.0.0.0"), 0, bytes(16), 0, 7)
+    procs = run([RawFlow(7, 1, tx_bytes=1), RawFlow(8, 1, tx_bytes=2)], {7: raw, 8: icmp})
+    assert sorted(c.proto for c in procs[0].connections) == ["icmp", "raw"]

@@ -1,0 +1,80 @@
+"""The CLI's loop and errors, driven by the fake source (no root)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from sockscope import cli
+from sockscope.bpf.loader import CollectorError, CollectorOptions, missing_privileges
+from sockscope.collector.source import FakeSource, Source
+from tests.samples import interval, process
+
+
+def args(*extra: str):
+    return cli.build_parser().parse_args(["top", "--json", "--interval", "0.01", *extra])
+
+
+def test_count_intervals_then_exit_and_close() -> None:
+    recorded = [interval([process(1, "a", 10, 0)]), interval([process(1, "a", 5, 1)])]
+    fake = FakeSource(recorded)
+    out = io.StringIO()
+    assert cli.run_top(args("--count", "3"), out, lambda _: fake) == 0
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert len(lines) == 3
+    assert sum(d["tx_bytes"] for d in lines) == 15
+    assert fake.closed and fake.reads == 3
+
+
+def test_options_reach_the_source() -> None:
+    seen: list[CollectorOptions] = []
+
+    def factory(opts: CollectorOptions) -> Source:
+        seen.append(opts)
+        return FakeSource([])
+
+    cli.run_top(args("--count", "1", "--max-flows", "77"), io.StringIO(), factory)
+    assert seen[0].max_flows == 77
+
+
+def test_stop_signal_emits_a_final_interval() -> None:
+    stop = cli._Stop()
+    stop.event.set()
+    out = io.StringIO()
+    assert cli.run_top(args(), out, lambda _: FakeSource([interval([process(1, "a", 3, 0)])]), stop) == 0
+    assert len(out.getvalue().splitlines()) == 1
+
+
+def test_collector_error_is_one_message_no_traceback(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    def boom(*_: object, **__: object) -> int:
+        raise CollectorError("Loading the kernel programs needs privileges this process lacks: CAP_BPF.")
+
+    monkeypatch.setattr(cli, "run_top", boom)
+    assert cli.main(["top", "--json", "--count", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sockscope: Loading the kernel programs needs privileges")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "abc"])
+def test_bad_interval_is_a_usage_error(bad: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.build_parser().parse_args(["top", "--interval", bad])
+    assert exc.value.code == 2
+    assert "--interval" in capsys.readouterr().err
+
+
+def test_missing_privileges() -> None:
+    assert missing_privileges(1 << 21) == []  # CAP_SYS_ADMIN covers all
+    assert missing_privileges(0) == ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]
+    assert missing_privileges((1 << 39) | (1 << 38) | (1 << 12)) == []
+    assert missing_privileges(1 << 39) == ["CAP_PERFMON", "CAP_NET_ADMIN"]
+
+
+def test_table_mode(capsys) -> None:
+    out = io.StringIO()
+    a = cli.build_parser().parse_args(["top", "--interval", "0.01", "--count", "1"])
+    cli.run_top(a, out, lambda _: FakeSource([interval([process(1, "nginx", 10, 0)])]))
+    assert "nginx" in out.getvalue() and "PID" in out.getvalue()

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import json
+
+from sockscope.collector.model import Interval
+from sockscope.output import jsonl, table
+from sockscope.output.safe import printable
+from tests.samples import interval, process
+
+
+def test_json_line_shape_and_totals() -> None:
+    iv = interval([process(10, "curl", 100, 7), process(11, "dig", 5, 50)])
+    line = jsonl.interval_line(iv)
+    assert "\n" not in line
+    d = json.loads(line)
+    assert d["ts"] == 1_700_000_000.0 and d["interval"] == 1.0
+    assert d["time"] == "2023-11-14T22:13:20.000+00:00"
+    assert (d["tx_bytes"], d["rx_bytes"]) == (105, 57)
+    assert d["dropped"] == {"events": 2, "bytes": 64, "socket_facts": 0, "process_facts": 0}
+    p = d["processes"][0]
+    for key in ("pid", "comm", "exe", "cmdline", "uid", "tx_bytes", "rx_bytes", "connections"):
+        assert key in p
+    c = p["connections"][0]
+    assert {k: c[k] for k in ("proto", "family", "laddr", "raddr", "rport", "tx_bytes", "rx_bytes")} == {
+        "proto": "tcp",
+        "family": 4,
+        "laddr": "198.18.0.1",
+        "raddr": "198.18.0.2",
+        "rport": 443,
+        "tx_bytes": 100,
+        "rx_bytes": 7,
+    }
+
+
+def test_hostile_names_stay_data_in_json() -> None:
+    p = process(1, "\x1b[2J[red]x[/red]", 1, 1)
+    p.cmdline = "a\udcffb\x07"
+    line = jsonl.interval_line(Interval(ts=0.0, interval=1.0, processes=[p]))
+    assert "\x1b" not in line and "\x07" not in line
+    assert line.isascii()
+    d = json.loads(line)
+    assert d["processes"][0]["comm"] == "\x1b[2J[red]x[/red]"
+
+
+def test_printable_escapes_controls() -> None:
+    assert printable("\x1b[2Jevil\r\n") == "\\x1b[2Jevil\\x0d\\x0a"
+    assert printable("a\u202eb") == "a\\u202eb"
+    assert printable("[red]x[/red]") == "[red]x[/red]"
+    assert printable(None) == "-"
+    assert printable("abcdef", limit=4) == "abc…"
+
+
+def test_table_has_rates_and_escaped_names() -> None:
+    text = table.render(interval([process(10, "\x1b]0;pwn\x07", 2048, 0)], length=2.0))
+    assert "\x1b" not in text
+    assert "1.0 KiB/s" in text
+    assert "\\x1b]0;pwn\\x07" in text
