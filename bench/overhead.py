@@ -100,6 +100,7 @@ class MonitorStats:
     tx_bytes_iperf3: int  # same, only processes whose comm is iperf3
     dropped_events: int  # sum of dropped.events over all lines (kernel-side overflow)
     exit_code: int | None  # None: had to be killed
+    prog_stats: dict[str, tuple[int, int]] | None = None  # program -> (runs, ns) during traffic, when probed
 
 
 @dataclass(slots=True)
@@ -465,6 +466,12 @@ def cpu_seconds(pid: int) -> float:
     return cpu_ticks_from_stat(read_proc(pid, "stat")) / os.sysconf("SC_CLK_TCK")
 
 
+def affinity(cpu: int) -> list[str]:
+    """Pin client and server to their own CPUs: unpinned, the scheduler's choices swing
+    throughput by +-10% between runs here, more than the effect measured."""
+    return ["-A", str(cpu)] if (os.cpu_count() or 1) >= 2 else []
+
+
 @contextlib.contextmanager
 def iperf3_server(children: Children, iperf3: str, port: int, workdir: Path) -> Iterator[subprocess.Popen[Any]]:
     """A one-shot iperf3 server bound to loopback, ready to accept when this yields."""
@@ -473,7 +480,7 @@ def iperf3_server(children: Children, iperf3: str, port: int, workdir: Path) -> 
     log = workdir / f"iperf3-server-{port}.log"
     with log.open("wb") as out:
         proc = children.spawn(
-            [iperf3, "-s", "-1", "-B", LOOPBACK, "-p", str(port)],
+            [iperf3, "-s", "-1", "-B", LOOPBACK, "-p", str(port), *affinity(1)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -498,7 +505,7 @@ def iperf3_server(children: Children, iperf3: str, port: int, workdir: Path) -> 
 
 
 def run_client(children: Children, iperf3: str, port: int, seconds: int, length: int | None) -> IperfResult:
-    argv = [iperf3, "-c", LOOPBACK, "-p", str(port), "-t", str(seconds), "-J"]
+    argv = [iperf3, "-c", LOOPBACK, "-p", str(port), "-t", str(seconds), "-J", *affinity(0)]
     if length is not None:
         argv += ["-l", str(length)]
     proc = children.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -647,15 +654,37 @@ def baseline_run(children: Children, cfg: Config, wl: Workload) -> IperfResult:
         return run_client(children, cfg.iperf3, cfg.port, cfg.seconds, wl.length)
 
 
-def monitored_run(children: Children, cfg: Config, wl: Workload, index: int) -> tuple[IperfResult, MonitorStats]:
+def bpf_prog_stats() -> dict[str, tuple[int, int]]:
+    """(run count, total ns) of each loaded sockscope program (needs kernel.bpf_stats_enabled=1)."""
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    out = subprocess.run([bpftool, "-j", "prog", "show"], capture_output=True, text=True, timeout=30, check=True)
+    progs = json.loads(out.stdout)
+    return {
+        p["name"]: (int(p.get("run_cnt", 0)), int(p.get("run_time_ns", 0)))
+        for p in progs
+        if str(p.get("name", "")).startswith("ss_")
+    }
+
+
+def stats_delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    return {k: (v[0] - before.get(k, (0, 0))[0], v[1] - before.get(k, (0, 0))[1]) for k, v in after.items()}
+
+
+def monitored_run(
+    children: Children, cfg: Config, wl: Workload, index: int, probe: bool = False
+) -> tuple[IperfResult, MonitorStats]:
     monitor = Monitor(children, cfg.sockscope, cfg.workdir, index)
     stopped = False
+    prog_stats = None
     try:
         startup = monitor.wait_attached(MONITOR_START_TIMEOUT)
         with iperf3_server(children, cfg.iperf3, cfg.port, cfg.workdir):
             cpu0 = monitor.cpu_seconds()
+            before = bpf_prog_stats() if probe else {}
             t0 = time.monotonic()
             result = run_client(children, cfg.iperf3, cfg.port, cfg.seconds, wl.length)
+            if probe:
+                prog_stats = stats_delta(before, bpf_prog_stats())
         if not monitor.alive():
             raise BenchError(f"sockscope exited ({monitor.proc.returncode}) during traffic: {monitor.stderr_tail()}")
         cpu1 = monitor.cpu_seconds()
@@ -680,8 +709,40 @@ def monitored_run(children: Children, cfg: Config, wl: Workload, index: int) -> 
         tx_bytes_iperf3=sum_tx_bytes(monitor.received, comm="iperf3"),
         dropped_events=sum_dropped_events(monitor.received),
         exit_code=code,
+        prog_stats=prog_stats,
     )
     return result, stats
+
+
+def hot_path_cost(children: Children, cfg: Config, wl: Workload) -> tuple[IperfResult, dict[str, tuple[int, int]]]:
+    """One extra monitored run with the kernel's BPF run-time statistics on: the cost of
+    each program per call in ns, free of the run-to-run noise of throughput."""
+    knob = Path("/proc/sys/kernel/bpf_stats_enabled")
+    old = knob.read_text().strip()
+    knob.write_text("1")
+    try:
+        result, stats = monitored_run(children, cfg, wl, index=10_000, probe=True)
+    finally:
+        knob.write_text(old)
+    return result, stats.prog_stats or {}
+
+
+def hot_path_table(result: IperfResult, seconds: float, length: int, stats: dict[str, tuple[int, int]]) -> str:
+    messages = result.received_bytes / length
+    per_msg_ns = seconds * 1e9 / messages if messages else 0.0
+    rows = []
+    for name in sorted(stats):
+        runs, ns = stats[name]
+        if runs == 0:
+            continue
+        per_run = ns / runs
+        share = per_run * runs / messages / per_msg_ns * 100 if per_msg_ns else 0.0
+        rows.append([name, f"{runs:,}", f"{runs / messages:.3f}", f"{per_run:.1f}", f"{share:.1f}%"])
+    return (
+        f"{messages:,.0f} messages of {length} B in {seconds:.0f} s: {per_msg_ns:.0f} ns of wall time per message"
+        " on each of the sending and receiving CPUs.\n\n"
+        + markdown_table(["program", "runs", "runs per message", "ns per run", "share of CPU time per message"], rows)
+    )
 
 
 def run_workload(children: Children, cfg: Config, wl: Workload) -> WorkloadRuns:
@@ -823,9 +884,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"- monitor: `{shlex.join([str(sockscope), 'top', '--json', '--interval', '1'])}`", flush=True)
     children = Children()
     runs: list[WorkloadRuns] = []
+    storm = next((w for w in workloads if w.length is not None), None)
+    hot: tuple[IperfResult, dict[str, tuple[int, int]]] | None = None
     try:
         for wl in workloads:
             runs.append(run_workload(children, cfg, wl))
+        if storm is not None:
+            try:
+                hot = hot_path_cost(children, cfg, storm)
+            except (BenchError, OSError, subprocess.SubprocessError) as exc:
+                log(f"overhead.py: hot-path cost not measured: {exc}")
     except KeyboardInterrupt:
         log("overhead.py: interrupted")
         return 130
@@ -842,6 +910,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(summary_table(summaries))
     print()
+    if hot is not None and storm is not None and storm.length is not None:
+        print("## Hot path cost (one more 64-byte storm run, kernel.bpf_stats_enabled=1)")
+        print()
+        print(hot_path_table(hot[0], cfg.seconds, storm.length, hot[1]))
+        print()
     print("## Samples")
     print()
     print(samples_table(runs))

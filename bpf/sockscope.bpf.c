@@ -45,6 +45,23 @@ struct {
 	.values = { [0] = &ss_flows_a },
 };
 
+struct ss_hot_map {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ss_hot);
+} ss_hot_a SEC(".maps"), ss_hot_b SEC(".maps");
+
+/* Swapped together with ss_flows (first ss_flows, then this). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct ss_hot_map);
+} ss_hots SEC(".maps") = {
+	.values = { [0] = &ss_hot_a },
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -222,15 +239,13 @@ static __always_inline void ss_note_proc(__u32 tgid)
 
 /* ---- hot path ---- */
 
-static __always_inline void ss_take_peer(__u64 pid_tgid, __u64 cookie, int dir, struct ss_flow_key *key)
+static __always_inline struct ss_peer *ss_find_peer(__u64 pid_tgid, __u64 cookie, int dir)
 {
 	struct ss_peer *p = bpf_map_lookup_elem(&ss_peers, &pid_tgid);
 
 	if (!p || p->cookie != cookie || p->dir != dir)
-		return;
-	__builtin_memcpy(key->raddr, p->addr, sizeof(key->raddr));
-	key->rport = p->port;
-	p->cookie = 0; /* consumed: a later call without an address must not reuse it */
+		return NULL;
+	return p;
 }
 
 static __always_inline void ss_add(struct ss_flow_val *v, __u64 bytes, int dir)
@@ -244,49 +259,94 @@ static __always_inline void ss_add(struct ss_flow_val *v, __u64 bytes, int dir)
 	}
 }
 
+/* Add val to key's entry in flows, creating it; a full map is counted, not silent. */
+static __always_inline int ss_merge(void *flows, struct ss_flow_key *key, struct ss_flow_val *val)
+{
+	struct ss_flow_val *v = bpf_map_lookup_elem(flows, key);
+	long err;
+
+	if (!v) {
+		err = bpf_map_update_elem(flows, key, val, BPF_NOEXIST);
+		if (err == 0)
+			return 1; /* new entry */
+		if (err == -SS_EEXIST)
+			v = bpf_map_lookup_elem(flows, key);
+		if (!v) {
+			ss_stat_add(SS_STAT_DROPPED_EVENTS, val->tx_calls + val->rx_calls);
+			ss_stat_add(SS_STAT_DROPPED_BYTES, val->tx_bytes + val->rx_bytes);
+			return 0;
+		}
+	}
+	v->tx_bytes += val->tx_bytes;
+	v->rx_bytes += val->rx_bytes;
+	v->tx_calls += val->tx_calls;
+	v->rx_calls += val->rx_calls;
+	return 0;
+}
+
 /* Count one call. sk is only dereferenced (CO-RE reads) on first sight of a key. */
 static __always_inline void ss_count(struct sock *sk, __u64 cookie, __u16 protocol, __u8 state,
 				     __u64 bytes, int dir)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct ss_flow_key key = {};
-	struct ss_flow_val *v;
+	__u32 tgid = pid_tgid >> 32;
+	struct ss_peer *peer = NULL;
+	struct ss_hot *hot = NULL;
 	__u32 zero = 0;
-	void *flows;
-	long err;
+	void *flows, *hots;
+
+	if (protocol == IPPROTO_UDP && state != TCP_ESTABLISHED)
+		peer = ss_find_peer(pid_tgid, cookie, dir);
+
+	/* Fast path: same connected key as the last call on this CPU. */
+	if (!peer) {
+		hots = bpf_map_lookup_elem(&ss_hots, &zero);
+		if (hots)
+			hot = bpf_map_lookup_elem(hots, &zero);
+		if (hot && hot->key.cookie == cookie && hot->key.tgid == tgid) {
+			ss_add(&hot->val, bytes, dir);
+			return;
+		}
+	}
+
+	struct ss_flow_key key = {};
+	struct ss_flow_val nv = {};
 
 	key.cookie = cookie;
-	key.tgid = pid_tgid >> 32;
-	if (protocol == IPPROTO_UDP && state != TCP_ESTABLISHED)
-		ss_take_peer(pid_tgid, cookie, dir, &key);
+	key.tgid = tgid;
+	if (peer) {
+		__builtin_memcpy(key.raddr, peer->addr, sizeof(key.raddr));
+		key.rport = peer->port;
+		peer->cookie = 0; /* consumed: a later call without an address must not reuse it */
+	}
 
 	flows = bpf_map_lookup_elem(&ss_flows, &zero);
 	if (!flows)
 		return;
-	v = bpf_map_lookup_elem(flows, &key);
-	if (v) {
-		ss_add(v, bytes, dir);
-		return;
-	}
-
-	/* First call of this key in this interval. */
-	ss_note_sock(sk, cookie, state, key.tgid);
-	ss_note_proc(key.tgid);
-	struct ss_flow_val nv = {};
-
 	ss_add(&nv, bytes, dir);
-	err = bpf_map_update_elem(flows, &key, &nv, BPF_NOEXIST);
-	if (err == -SS_EEXIST) {
-		v = bpf_map_lookup_elem(flows, &key);
-		if (v)
-			ss_add(v, bytes, dir);
-	} else if (err) {
-		ss_stat_add(SS_STAT_DROPPED_EVENTS, 1);
-		ss_stat_add(SS_STAT_DROPPED_BYTES, bytes);
+	if (ss_merge(flows, &key, &nv)) {
+		/* First call of this key in this interval. */
+		ss_note_sock(sk, cookie, state, key.tgid);
+		ss_note_proc(key.tgid);
 	}
+	if (!hot)
+		return;
+	/* This key takes the CPU's cache; what the previous key gathered goes to the map. */
+	if (hot->val.tx_calls | hot->val.rx_calls)
+		ss_merge(flows, &hot->key, &hot->val);
+	hot->key = key;
+	__builtin_memset(&hot->val, 0, sizeof(hot->val));
 }
 
 /* Group "tp": the socket layer's own length tracepoints (kernel >= 6.3). */
+
+/* The cookie without a helper call once the kernel assigned it (the helper assigns it once). */
+static __always_inline __u64 ss_cookie(struct sock *sk)
+{
+	__u64 cookie = sk->__sk_common.skc_cookie.counter;
+
+	return cookie ? cookie : bpf_get_socket_cookie(sk);
+}
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(ss_tp_send, struct sock *sk, int ret, int flags)
@@ -298,7 +358,7 @@ int BPF_PROG(ss_tp_send, struct sock *sk, int ret, int flags)
 	family = sk->__sk_common.skc_family;
 	if (!ss_is_inet(family))
 		return 0;
-	ss_count(sk, bpf_get_socket_cookie(sk), sk->sk_protocol, sk->__sk_common.skc_state, ret, SS_TX);
+	ss_count(sk, ss_cookie(sk), sk->sk_protocol, sk->__sk_common.skc_state, ret, SS_TX);
 	return 0;
 }
 
@@ -316,7 +376,7 @@ int BPF_PROG(ss_tp_recv, struct sock *sk, int ret, int flags)
 		ss_stat_add(SS_STAT_PEEK_SKIPPED, 1);
 		return 0;
 	}
-	ss_count(sk, bpf_get_socket_cookie(sk), sk->sk_protocol, sk->__sk_common.skc_state, ret, SS_RX);
+	ss_count(sk, ss_cookie(sk), sk->sk_protocol, sk->__sk_common.skc_state, ret, SS_RX);
 	return 0;
 }
 
@@ -339,7 +399,7 @@ static __always_inline int ss_fexit(void *ctx, struct sock *sk, int dir)
 	}
 	if (!ss_is_inet(sk->__sk_common.skc_family))
 		return 0;
-	ss_count(sk, bpf_get_socket_cookie(sk), sk->sk_protocol, sk->__sk_common.skc_state, ret, dir);
+	ss_count(sk, ss_cookie(sk), sk->sk_protocol, sk->__sk_common.skc_state, ret, dir);
 	return 0;
 }
 

@@ -34,6 +34,14 @@ struct ss_flow_val {
 	__u64 rx_calls;
 };
 
+/* Per-CPU cache of the last connected key seen on a CPU: a storm of calls on one
+ * socket adds here (an array slot) instead of hashing every call. Flushed into the
+ * flow map when the CPU sees another key; user space drains both each interval. */
+struct ss_hot {
+	struct ss_flow_key key;
+	struct ss_flow_val val;
+};
+
 enum ss_initiator {
 	SS_INIT_UNKNOWN = 0,
 	SS_INIT_LOCAL = 1,  /* we sent the SYN (connect) */

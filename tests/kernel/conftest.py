@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(autouse=True)
 def _need_root() -> None:
     if os.geteuid() != 0:
-        pytest.fail("kernel tests need root (BPF programs, network namespaces): run `sudo make test`")
+        pytest.fail("kernel tests need root (BPF programs, network namespaces): run `make test` as root")
 
 
 def run(*cmd: str) -> None:

@@ -56,6 +56,13 @@ class FlowVal(ctypes.Structure):
     ]
 
 
+class Hot(ctypes.Structure):
+    _fields_ = [
+        ("key", FlowKey),
+        ("val", FlowVal),
+    ]
+
+
 class SockInfo(ctypes.Structure):
     _fields_ = [
         ("cookie", c_uint64),
@@ -106,6 +113,7 @@ class Config(ctypes.Structure):
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "ss_flow_key": FlowKey,
     "ss_flow_val": FlowVal,
+    "ss_hot": Hot,
     "ss_sock_info": SockInfo,
     "ss_proc_info": ProcInfo,
     "ss_stats": Stats,

@@ -302,22 +302,43 @@ class Collector:
         program finished, so the drained map is complete and stays untouched.
         """
         obj = self.obj
-        names = ("ss_flows_a", "ss_flows_b")
+        zero = ctypes.c_uint32(0)
         idle = 1 - self._active
-        obj.map("ss_flows").update(ctypes.c_uint32(0), ctypes.c_int32(obj.map(names[idle]).fd))
+        # Flows first: a program between the two swaps may flush its old cache into the
+        # new flow map, which is drained next time. After both, the old pair is quiet.
+        for outer, inner in (("ss_flows", ("ss_flows_a", "ss_flows_b")), ("ss_hots", ("ss_hot_a", "ss_hot_b"))):
+            obj.map(outer).update(zero, ctypes.c_int32(obj.map(inner[idle]).fd))
         now = time.monotonic()
-        full = obj.map(names[self._active])
         value_len = ((ctypes.sizeof(abi.FlowVal) + 7) // 8 * 8) * self._ncpu
-        raw = full.drain(value_len)
-        self._active = idle
+        raw = obj.map(("ss_flows_a", "ss_flows_b")[self._active]).drain(value_len)
         flows = []
         for kb, vb in raw:
             key = abi.FlowKey.from_buffer_copy(kb)
             tx, rx, txc, rxc = _sum_percpu(vb, 4, self._ncpu)
             flows.append(RawFlow(key.cookie, key.tgid, bytes(key.raddr), key.rport, tx, rx, txc, rxc))
+        flows += self._drain_hot(obj.map(("ss_hot_a", "ss_hot_b")[self._active]))
+        self._active = idle
         elapsed = now - self._last_read
         self._last_read = now
         return elapsed, flows, self._stats_delta()
+
+    def _drain_hot(self, hot_map: libbpf.Map) -> list[RawFlow]:
+        """What each CPU's last-key cache gathered; then zero it for its next turn."""
+        size = ctypes.sizeof(abi.Hot)  # a multiple of 8, as per-CPU values are laid out
+        buf = ctypes.create_string_buffer(size * self._ncpu)
+        if not hot_map.lookup_into(ctypes.c_uint32(0), buf):
+            return []
+        out = []
+        for cpu in range(self._ncpu):
+            h = abi.Hot.from_buffer_copy(buf.raw, cpu * size)
+            v = h.val
+            if v.tx_calls or v.rx_calls:
+                k = h.key
+                out.append(
+                    RawFlow(k.cookie, k.tgid, bytes(k.raddr), k.rport, v.tx_bytes, v.rx_bytes, v.tx_calls, v.rx_calls)
+                )
+        hot_map.update(ctypes.c_uint32(0), ctypes.create_string_buffer(size * self._ncpu))
+        return out
 
     def _stats_delta(self) -> Counters:
         buf = ctypes.create_string_buffer(ctypes.sizeof(abi.Stats) * self._ncpu)

@@ -1,0 +1,197 @@
+"""The real collector, in process: peers of unconnected UDP, v4-mapped, MSG_PEEK,
+short-lived processes, reads during traffic, a full map, identity."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from typing import Any
+
+from sockscope.bpf.loader import CollectorOptions
+from sockscope.collector.bpf_source import BpfSource
+from tests.kernel.conftest import Netns, Tally, Traffic, drain
+
+
+def udp_server(name: str, addr: str, count: int, reply: int, prefix: list[str] | None = None) -> tuple[Traffic, int]:
+    srv = Traffic(name, "udp-server", "--bind", addr, "--count", str(count), "--reply", str(reply), prefix=prefix)
+    return srv, int(srv.line()["port"])
+
+
+def test_unconnected_udp_two_servers_are_two_endpoints(source: BpfSource, netns: Netns) -> None:
+    a, port_a = udp_server("ss-dns-a", "127.0.0.1", 100, 90)
+    b, port_b = udp_server("ss-dns-b", netns.peer4, 100, 91, prefix=netns.exec_prefix())
+    client = Traffic(
+        "ss-resolver", "udp-client", "--host", "127.0.0.1", "--port", str(port_a),
+        "--host", netns.peer4, "--port", str(port_b), "--count", "200", "--size", "40",
+    )  # fmt: skip
+    done = client.wait()
+    a.wait(), b.wait()
+    tally = Tally()
+    drain(source, tally)
+    lport = done["local"][1]
+    assert tally.conns[client.pid] == {
+        ("udp", 4, "0.0.0.0", lport, "127.0.0.1", port_a, False): {"tx": 4000, "rx": 9000},
+        ("udp", 4, "0.0.0.0", lport, netns.peer4, port_b, False): {"tx": 4000, "rx": 9100},
+    }
+
+
+def test_v4_mapped_peer_is_one_ipv4_row(source: BpfSource) -> None:
+    srv, port = udp_server("ss-v4-srv", "127.0.0.1", 50, 33)
+    client = Traffic(
+        "ss-v6-sock", "udp-client", "--v6socket", "--host", "::ffff:127.0.0.1", "--port", str(port),
+        "--count", "50", "--size", "20",
+    )  # fmt: skip
+    done = client.wait()
+    srv.wait()
+    tally = Tally()
+    drain(source, tally)
+    # Sent through the IPv4 hook, received through the IPv6 one: still one peer.
+    assert tally.conns[client.pid] == {
+        ("udp", 4, "::", done["local"][1], "127.0.0.1", port, True): {"tx": 1000, "rx": 1650}
+    }
+
+
+def test_connected_udp_uses_socket_endpoints(source: BpfSource) -> None:
+    srv, port = udp_server("ss-c-srv", "::1", 30, 10)
+    client = Traffic(
+        "ss-c-cli", "udp-client", "--connected", "--host", "::1", "--port", str(port), "--count", "30", "--size", "7"
+    )
+    done = client.wait()
+    srv.wait()
+    tally = Tally()
+    drain(source, tally)
+    assert tally.conns[client.pid] == {("udp", 6, "::1", done["local"][1], "::1", port, False): {"tx": 210, "rx": 300}}
+
+
+def test_msg_peek_is_not_counted_twice(source: BpfSource) -> None:
+    srv, port = udp_server("ss-p-srv", "127.0.0.1", 40, 50)
+    client = Traffic(
+        "ss-peeker", "udp-client", "--peek", "--host", "127.0.0.1", "--port", str(port), "--count", "40", "--size", "5"
+    )
+    client.wait()
+    srv.wait()
+    tally = Tally()
+    drain(source, tally)
+    assert (tally.procs[client.pid]["tx"], tally.procs[client.pid]["rx"]) == (200, 2000)
+    assert tally.peek_skipped >= 40
+
+
+class Sink:
+    """A TCP server in this process that reads every connection to the end."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(256)
+        self.sock.settimeout(30)
+        self.port = self.sock.getsockname()[1]
+        self.total = 0
+        self.accepted = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            with conn:
+                conn.settimeout(10)
+                while data := conn.recv(65536):
+                    self.total += len(data)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+def test_burst_of_short_lived_processes(source: BpfSource) -> None:
+    sink = Sink()
+    sizes: dict[int, int] = {}
+    try:
+        for batch in range(5):
+            procs = []
+            for i in range(20):
+                n = 4000 + batch * 20 + i
+                # bash opens the socket and execs head, which writes n bytes and exits: a few ms of life.
+                cmd = f"exec head -c {n} /dev/zero > /dev/tcp/127.0.0.1/{sink.port}"
+                procs.append((subprocess.Popen(["bash", "-c", cmd]), n))
+            for p, n in procs:
+                assert p.wait(timeout=30) == 0
+                sizes[p.pid] = n
+        deadline = time.monotonic() + 10
+        while sink.accepted < len(sizes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        sink.close()
+    tally = Tally()
+    drain(source, tally)
+    assert sink.total == sum(sizes.values())
+    got = {pid: (tally.procs[pid]["comm"], tally.procs[pid]["tx"]) for pid in sizes if pid in tally.procs}
+    assert got == {pid: ("head", n) for pid, n in sizes.items()}
+    assert tally.procs[os.getpid()]["rx"] == sum(sizes.values())
+
+
+def test_reads_during_a_transfer_lose_nothing(source: BpfSource) -> None:
+    size = 50_000_000
+    server = Traffic("ss-big-srv", "tcp-server", "--bind", "127.0.0.1", "--reply", "0")
+    try:
+        port = server.line()["port"]
+        client = Traffic("ss-big-cli", "tcp-client", "--host", "127.0.0.1", "--port", str(port), "--send", str(size))
+        tally = Tally()
+        reads = 0
+        while client.proc.poll() is None and reads < 5000:
+            tally.add(source.read())  # swap and drain as fast as it goes, mid-transfer
+            reads += 1
+        client.wait(), server.wait()
+    finally:
+        server.kill()
+    drain(source, tally)
+    assert reads > 3
+    assert tally.procs[client.pid]["tx"] == size
+    assert tally.procs[server.pid]["rx"] == size
+
+
+def test_full_flow_map_counts_what_it_drops() -> None:
+    src = BpfSource(CollectorOptions(max_flows=8))
+    src.start()
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sent = 0
+        for port in range(40000, 40064):  # 64 peers: 64 keys in one interval, for 8 places
+            sent += s.sendto(b"d" * 10, ("127.0.0.1", port))
+        s.close()
+        tally = Tally()
+        iv = src.read()
+        tally.add(iv)
+    finally:
+        src.close()
+    counted = tally.procs.get(os.getpid(), {"tx": 0})["tx"]
+    assert iv.counters.dropped_events > 0
+    assert counted < sent
+    assert counted + iv.counters.dropped_bytes >= sent
+
+
+def test_identity_of_a_live_process(source: BpfSource) -> None:
+    srv, port = udp_server("ss-id-srv", "127.0.0.1", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"x", ("127.0.0.1", port))
+    s.settimeout(10)
+    s.recv(10)
+    s.close()
+    iv = source.read()
+    procs: dict[int, Any] = {p.pid: p for p in iv.processes}
+    me = procs[os.getpid()]
+    assert me.alive
+    assert me.exe == os.path.realpath(f"/proc/{os.getpid()}/exe")
+    assert me.cmdline == " ".join(open(f"/proc/{os.getpid()}/cmdline", "rb").read().decode().rstrip("\0").split("\0"))
+    assert me.uid == os.getuid() and me.user == "root" and me.ppid == os.getppid()
+    srv.wait()

@@ -1,0 +1,54 @@
+"""The real commands: doctor on this kernel, --count, and a missing privilege."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.kernel.conftest import SOCKSCOPE
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+
+
+def test_doctor_reports_each_hook_and_why() -> None:
+    res = subprocess.run([SOCKSCOPE, "doctor", "--json"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["ok"] is True
+    assert report["selected"] == "tracepoint"
+    groups = {g["name"]: g for g in report["groups"]}
+    assert set(groups) == {"tracepoint", "fentry", "kprobe", "tcp_state", "udp_peers"}
+    assert {h["target"] for h in groups["tracepoint"]["hooks"]} == {
+        "tp_btf/sock_send_length",
+        "tp_btf/sock_recv_length",
+    }
+    assert groups["tcp_state"]["attached"] and groups["udp_peers"]["attached"]
+    # This machine: fentry refused at load, no kprobes in the kernel.
+    assert not groups["fentry"]["attached"]
+    assert all("load failed: Operation not permitted" in h["error"] for h in groups["fentry"]["hooks"])
+    assert not groups["kprobe"]["attached"]
+    assert any("CONFIG_KPROBES off" in (h["error"] or "") for h in groups["kprobe"]["hooks"])
+
+    text = subprocess.run([SOCKSCOPE, "doctor"], capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0
+    assert "counting with the 'tracepoint' hooks" in text.stdout
+    assert "[FAIL] fentry" in text.stdout and "[FAIL] kprobe" in text.stdout
+
+
+def test_top_count_prints_exactly_n_lines() -> None:
+    res = subprocess.run(
+        [SOCKSCOPE, "top", "--json", "--interval", "0.2", "--count", "3"], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(x) for x in res.stdout.splitlines()]
+    assert len(lines) == 3
+    assert all(0.1 < d["interval"] < 1.0 for d in lines)
+
+
+def test_without_privileges_one_paragraph_no_traceback() -> None:
+    for cmd in (["top", "--json", "--count", "1"], ["doctor"]):
+        res = subprocess.run([*NOBODY, SOCKSCOPE, *cmd], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 1, (cmd, res.stdout, res.stderr)
+        out = res.stderr + res.stdout
+        assert "Traceback" not in out
+        assert "CAP_BPF" in out and "root" in out
