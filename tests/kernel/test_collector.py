@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from sockscope.bpf.loader import CollectorOptions
@@ -192,6 +193,7 @@ def test_identity_of_a_live_process(source: BpfSource) -> None:
     me = procs[os.getpid()]
     assert me.alive
     assert me.exe == os.path.realpath(f"/proc/{os.getpid()}/exe")
-    assert me.cmdline == " ".join(open(f"/proc/{os.getpid()}/cmdline", "rb").read().decode().rstrip("\0").split("\0"))
+    argv = Path(f"/proc/{os.getpid()}/cmdline").read_bytes().decode().rstrip("\0").split("\0")
+    assert me.cmdline == " ".join(argv)
     assert me.uid == os.getuid() and me.user == "root" and me.ppid == os.getppid()
     srv.wait()
