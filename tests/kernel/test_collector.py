@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sockscope.bpf.loader import CollectorOptions
+import pytest
+
+from sockscope.bpf.loader import CollectorError, CollectorOptions
 from sockscope.collector.bpf_source import BpfSource
 from tests.kernel.conftest import Netns, Tally, Traffic, drain
 
@@ -197,3 +199,16 @@ def test_identity_of_a_live_process(source: BpfSource) -> None:
     assert me.cmdline == " ".join(argv)
     assert me.uid == os.getuid() and me.user == "root" and me.ppid == os.getppid()
     srv.wait()
+
+
+def test_no_counting_hook_is_one_paragraph_with_each_reason() -> None:
+    # fentry and kprobes really fail on this kernel: the error must say why, for each.
+    src = BpfSource(CollectorOptions(count_groups=("fentry", "kprobe")))
+    with pytest.raises(CollectorError) as exc:
+        src.start()
+    src.close()
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert "fentry: load failed: Operation not permitted" in msg
+    assert "kprobe: attach failed" in msg and "CONFIG_KPROBES off" in msg
+    assert "sockscope doctor" in msg

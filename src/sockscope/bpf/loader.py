@@ -218,7 +218,8 @@ class Collector:
             if cgroup_fd is not None:
                 os.close(cgroup_fd)
         self.hooks = tried
-        reasons = "; ".join(f"{s.group} ({s.program}): {s.error}" for s in tried if s.error)
+        first_error = {s.group: s.error for s in reversed(tried) if s.error}
+        reasons = "; ".join(f"{g.name}: {first_error[g.name]}" for g in groups if g.name in first_error)
         raise CollectorError(
             "No way to count socket traffic could be attached on this kernel. "
             f"Tried {', '.join(g.name for g in groups)}: {reasons}. "
