@@ -144,7 +144,7 @@ def test_burst_of_short_lived_processes(source: BpfSource) -> None:
 
 
 def test_reads_during_a_transfer_lose_nothing(source: BpfSource) -> None:
-    size = 50_000_000
+    size = 400_000_000  # long enough for many reads, even at loopback speed
     server = Traffic("ss-big-srv", "tcp-server", "--bind", "127.0.0.1", "--reply", "0")
     try:
         port = server.line()["port"]
@@ -158,7 +158,7 @@ def test_reads_during_a_transfer_lose_nothing(source: BpfSource) -> None:
     finally:
         server.kill()
     drain(source, tally)
-    assert reads > 3
+    assert reads > 5, reads
     assert tally.procs[client.pid]["tx"] == size
     assert tally.procs[server.pid]["rx"] == size
 

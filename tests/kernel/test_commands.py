@@ -42,7 +42,9 @@ def test_top_count_prints_exactly_n_lines() -> None:
     assert res.returncode == 0, res.stderr
     lines = [json.loads(x) for x in res.stdout.splitlines()]
     assert len(lines) == 3
-    assert all(0.1 < d["interval"] < 1.0 for d in lines)
+    intervals = [d["interval"] for d in lines]
+    # Measured, not requested: a read waits for RCU grace periods, so allow slack, not zero.
+    assert all(0.1 < i < 2.0 for i in intervals), intervals
 
 
 def test_without_privileges_one_paragraph_no_traceback() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import threading
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -303,12 +304,27 @@ class Collector:
         program finished, so the drained map is complete and stays untouched.
         """
         obj = self.obj
-        zero = ctypes.c_uint32(0)
         idle = 1 - self._active
-        # Flows first: a program between the two swaps may flush its old cache into the
-        # new flow map, which is drained next time. After both, the old pair is quiet.
-        for outer, inner in (("ss_flows", ("ss_flows_a", "ss_flows_b")), ("ss_hots", ("ss_hot_a", "ss_hot_b"))):
-            obj.map(outer).update(zero, ctypes.c_int32(obj.map(inner[idle]).fd))
+
+        errors: list[libbpf.LibbpfError] = []
+
+        def swap(outer: str, inner: str) -> None:
+            try:
+                obj.map(outer).update(ctypes.c_uint32(0), ctypes.c_int32(obj.map(inner).fd))
+            except libbpf.LibbpfError as exc:
+                errors.append(exc)
+
+        # Each swap waits for an RCU grace period (tens of ms here); run both at once so
+        # the waits overlap. Any order is safe: a program that sees one old and one new
+        # map moves counts between them, and both old maps are read only after both swaps.
+        other = threading.Thread(target=swap, args=("ss_hots", ("ss_hot_a", "ss_hot_b")[idle]))
+        other.start()
+        try:
+            swap("ss_flows", ("ss_flows_a", "ss_flows_b")[idle])
+        finally:
+            other.join()
+        if errors:
+            raise errors[0]
         now = time.monotonic()
         value_len = ((ctypes.sizeof(abi.FlowVal) + 7) // 8 * 8) * self._ncpu
         raw = obj.map(("ss_flows_a", "ss_flows_b")[self._active]).drain(value_len)
