@@ -144,7 +144,13 @@ static __always_inline void ss_fill_sock(struct ss_sock_info *si, struct sock *s
 	si->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	si->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	si->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	if (family == AF_INET) {
+	if (family == AF_PACKET) {
+		/* No addresses; the protocol is the ethertype, in network order. */
+		si->protocol = bpf_ntohs(si->protocol);
+		si->ifindex = BPF_CORE_READ((struct packet_sock *)sk, ifindex);
+		si->lport = 0;
+		si->rport = 0;
+	} else if (family == AF_INET) {
 		ss_addr_v4(si->laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
 		ss_addr_v4(si->raddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
 	} else {
@@ -285,7 +291,7 @@ static __always_inline int ss_merge(void *flows, struct ss_flow_key *key, struct
 }
 
 /* Count one call. sk is only dereferenced (CO-RE reads) on first sight of a key. */
-static __always_inline void ss_count(struct sock *sk, __u64 cookie, __u16 protocol, __u8 state,
+static __always_inline void ss_count(struct sock *sk, __u64 cookie, int unconnected_udp, __u8 state,
 				     __u64 bytes, int dir)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -295,7 +301,7 @@ static __always_inline void ss_count(struct sock *sk, __u64 cookie, __u16 protoc
 	__u32 zero = 0;
 	void *flows, *hots;
 
-	if (protocol == IPPROTO_UDP && state != TCP_ESTABLISHED)
+	if (unconnected_udp)
 		peer = ss_find_peer(pid_tgid, cookie, dir);
 
 	/* Fast path: same connected key as the last call on this CPU. */
@@ -348,6 +354,39 @@ static __always_inline __u64 ss_cookie(struct sock *sk)
 	return cookie ? cookie : bpf_get_socket_cookie(sk);
 }
 
+/* Which sockets may carry a datagram peer parked by the cgroup hooks. */
+static __always_inline int ss_unconnected_udp(__u16 family, __u16 protocol, __u8 state)
+{
+	return family != AF_PACKET && protocol == IPPROTO_UDP && state != TCP_ESTABLISHED;
+}
+
+/* TCP receives are counted as advances of copied_seq, at tcp_rcv_space_adjust, which
+ * both recvmsg and the splice()/read_sock path call in the reader's context
+ * (sock_recv_length misses splice). ss_rxseq holds where the count stopped. */
+struct ss_rxseq {
+	__u32 copied_seq;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct ss_rxseq);
+} ss_rxseq SEC(".maps");
+
+static __always_inline void ss_rxseq_start(struct sock *sk)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	struct ss_rxseq *st;
+
+	if (!tp)
+		return;
+	st = bpf_sk_storage_get(&ss_rxseq, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (st)
+		st->copied_seq = tp->copied_seq;
+}
+
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(ss_tp_send, struct sock *sk, int ret, int flags)
 {
@@ -356,27 +395,59 @@ int BPF_PROG(ss_tp_send, struct sock *sk, int ret, int flags)
 	if (ret <= 0)
 		return 0;
 	family = sk->__sk_common.skc_family;
-	if (!ss_is_inet(family))
+	if (!ss_is_counted(family))
 		return 0;
-	ss_count(sk, ss_cookie(sk), sk->sk_protocol, sk->__sk_common.skc_state, ret, SS_TX);
+	__u8 state = sk->__sk_common.skc_state;
+
+	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, sk->sk_protocol, state), state, ret, SS_TX);
 	return 0;
 }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(ss_tp_recv, struct sock *sk, int ret, int flags)
 {
-	__u16 family;
+	__u16 family, protocol;
 
 	if (ret <= 0)
 		return 0;
 	family = sk->__sk_common.skc_family;
-	if (!ss_is_inet(family))
+	if (!ss_is_counted(family))
 		return 0;
 	if (flags & MSG_PEEK) {
 		ss_stat_add(SS_STAT_PEEK_SKIPPED, 1);
 		return 0;
 	}
-	ss_count(sk, ss_cookie(sk), sk->sk_protocol, sk->__sk_common.skc_state, ret, SS_RX);
+	protocol = sk->sk_protocol;
+	if (family != AF_PACKET && protocol == IPPROTO_TCP && sk->sk_type == SOCK_STREAM) {
+		if (bpf_sk_storage_get(&ss_rxseq, sk, 0, 0))
+			return 0; /* counted at tcp_rcv_space_adjust */
+		/* A connection older than sockscope: count this call, follow copied_seq from here. */
+		ss_rxseq_start(sk);
+	}
+	__u8 state = sk->__sk_common.skc_state;
+
+	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_RX);
+	return 0;
+}
+
+SEC("tp_btf/tcp_rcv_space_adjust")
+int BPF_PROG(ss_tp_rcvspace, struct sock *sk)
+{
+	struct ss_rxseq *st = bpf_sk_storage_get(&ss_rxseq, sk, 0, 0);
+	struct tcp_sock *tp;
+	__u32 seq, delta;
+
+	if (!st)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	seq = tp->copied_seq;
+	delta = seq - st->copied_seq; /* u32: sequence wrap is fine */
+	if (delta == 0 || delta > (1U << 30))
+		return 0;
+	st->copied_seq = seq;
+	ss_count(sk, ss_cookie(sk), 0, sk->__sk_common.skc_state, delta, SS_RX);
 	return 0;
 }
 
@@ -397,9 +468,12 @@ static __always_inline int ss_fexit(void *ctx, struct sock *sk, int dir)
 			return 0;
 		}
 	}
-	if (!ss_is_inet(sk->__sk_common.skc_family))
+	__u16 family = sk->__sk_common.skc_family;
+	__u8 state = sk->__sk_common.skc_state;
+
+	if (!ss_is_inet(family))
 		return 0;
-	ss_count(sk, ss_cookie(sk), sk->sk_protocol, sk->__sk_common.skc_state, ret, dir);
+	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, sk->sk_protocol, state), state, ret, dir);
 	return 0;
 }
 
@@ -445,7 +519,9 @@ static __always_inline int ss_kp_exit(long ret, int dir)
 	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	if (!cookie)
 		cookie = c->sk | SS_COOKIE_FROM_PTR;
-	ss_count(sk, cookie, BPF_CORE_READ(sk, sk_protocol), BPF_CORE_READ(sk, __sk_common.skc_state), ret, dir);
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+
+	ss_count(sk, cookie, ss_unconnected_udp(AF_INET, BPF_CORE_READ(sk, sk_protocol), state), state, ret, dir);
 out:
 	bpf_map_delete_elem(&ss_calls, &id);
 	return 0;
@@ -497,6 +573,8 @@ int BPF_PROG(ss_tp_state, const struct sock *sk, const int oldstate, const int n
 	if (sk->sk_protocol != IPPROTO_TCP || !ss_is_inet(sk->__sk_common.skc_family))
 		return 0;
 	cookie = bpf_get_socket_cookie((void *)sk);
+	if (newstate == TCP_ESTABLISHED)
+		ss_rxseq_start((struct sock *)sk);
 	old = bpf_map_lookup_elem(&ss_socks, &cookie);
 	if (old) {
 		old->state = newstate;

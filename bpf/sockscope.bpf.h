@@ -5,6 +5,7 @@
 
 #define AF_INET 2
 #define AF_INET6 10
+#define AF_PACKET 17
 #define MSG_PEEK 2
 #define SS_ENOENT 2
 #define SS_EEXIST 17
@@ -17,6 +18,12 @@
 static __always_inline int ss_is_inet(__u16 family)
 {
 	return family == AF_INET || family == AF_INET6;
+}
+
+/* Sockets whose bytes are counted: IP (TCP, UDP, ping, raw) and packet sockets. */
+static __always_inline int ss_is_counted(__u16 family)
+{
+	return family == AF_INET || family == AF_INET6 || family == AF_PACKET;
 }
 
 /* IPv4 stored as v4-mapped IPv6 (::ffff:a.b.c.d), so one peer is one key whichever hook saw it. */

@@ -63,7 +63,7 @@ struct ss_sock_info {
 	__u16 rport;        /* host order */
 	__u8 state;         /* TCP state (UDP: TCP_ESTABLISHED when connected) */
 	__u8 initiator;     /* enum ss_initiator */
-	__u32 pad;
+	__u32 ifindex;      /* AF_PACKET: the interface it is bound to (0: all) */
 };
 
 /* Facts about a process, captured in the kernel so short-lived ones keep a name. */

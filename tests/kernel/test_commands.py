@@ -21,6 +21,7 @@ def test_doctor_reports_each_hook_and_why() -> None:
     assert {h["target"] for h in groups["tracepoint"]["hooks"]} == {
         "tp_btf/sock_send_length",
         "tp_btf/sock_recv_length",
+        "tp_btf/tcp_rcv_space_adjust",
     }
     assert groups["tcp_state"]["attached"] and groups["udp_peers"]["attached"]
     # This machine: fentry refused at load, no kprobes in the kernel.

@@ -78,7 +78,7 @@ class SockInfo(ctypes.Structure):
         ("rport", c_uint16),
         ("state", c_uint8),
         ("initiator", c_uint8),
-        ("pad", c_uint32),
+        ("ifindex", c_uint32),
     ]
 
 

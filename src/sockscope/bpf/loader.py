@@ -31,7 +31,11 @@ class HookGroup:
 
 
 COUNT_GROUPS = (
-    HookGroup("tracepoint", ("ss_tp_send", "ss_tp_recv"), "sock:sock_send_length / sock:sock_recv_length"),
+    HookGroup(
+        "tracepoint",
+        ("ss_tp_send", "ss_tp_recv", "ss_tp_rcvspace"),
+        "sock:sock_send_length / sock:sock_recv_length, tcp:tcp_rcv_space_adjust (TCP reads incl. splice)",
+    ),
     HookGroup("fentry", tuple(f"ss_fexit_{f}" for f in FUNCS), "fexit on TCP/UDP sendmsg/recvmsg"),
     HookGroup(
         "kprobe",
