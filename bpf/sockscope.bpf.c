@@ -365,7 +365,7 @@ static __always_inline int ss_unconnected_udp(__u16 family, __u16 protocol, __u8
  * (sock_recv_length misses splice). ss_rxseq holds where the count stopped. */
 struct ss_rxseq {
 	__u32 copied_seq;
-	__u32 pad;
+	__u32 fin_seen; /* the FIN's sequence number was taken off once */
 };
 
 struct {
@@ -383,8 +383,10 @@ static __always_inline void ss_rxseq_start(struct sock *sk)
 	if (!tp)
 		return;
 	st = bpf_sk_storage_get(&ss_rxseq, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (st)
+	if (st) {
 		st->copied_seq = tp->copied_seq;
+		st->fin_seen = 0;
+	}
 }
 
 SEC("tp_btf/sock_send_length")
@@ -447,6 +449,15 @@ int BPF_PROG(ss_tp_rcvspace, struct sock *sk)
 	if (delta == 0 || delta > (1U << 30))
 		return 0;
 	st->copied_seq = seq;
+	/* A consumed FIN advances copied_seq by one (tcp_read_sock does, before this
+	 * tracepoint): once the peer's FIN is in (SOCK_DONE) and all is consumed, one of
+	 * those sequence numbers was no byte. */
+	if (!st->fin_seen && seq == tp->rcv_nxt &&
+	    (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))) {
+		st->fin_seen = 1;
+		if (--delta == 0)
+			return 0;
+	}
 	ss_count(sk, ss_cookie(sk), 0, sk->__sk_common.skc_state, delta, SS_RX);
 	return 0;
 }

@@ -47,6 +47,7 @@ class Netns:
     """A network namespace joined to the host by a veth pair (198.18.0.0/15, fd00::/8)."""
 
     name: str
+    host_if: str = ""
     host4: str = "198.18.0.1"
     peer4: str = "198.18.0.2"
     host6: str = "fd00:5353::1"
@@ -55,12 +56,15 @@ class Netns:
     def exec_prefix(self) -> list[str]:
         return ["ip", "netns", "exec", self.name]
 
+    def inode(self) -> int:
+        return os.stat(f"/run/netns/{self.name}").st_ino
+
 
 @pytest.fixture(scope="session")
 def netns() -> Iterator[Netns]:
     tag = uuid.uuid4().hex[:6]
-    ns = Netns(name=f"sstest-{tag}")
     host_if, peer_if = f"ssh{tag}", f"ssp{tag}"
+    ns = Netns(name=f"sstest-{tag}", host_if=host_if)
     run("ip", "netns", "add", ns.name)
     try:
         run("ip", "link", "add", host_if, "type", "veth", "peer", "name", peer_if)
@@ -113,6 +117,7 @@ class Tally:
     """Totals per pid and per (pid, connection endpoints) over several intervals."""
 
     procs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    netns: dict[int, set[int]] = field(default_factory=dict)
     conns: dict[int, dict[tuple[Any, ...], dict[str, int]]] = field(default_factory=dict)
     dropped_events: int = 0
     peek_skipped: int = 0
@@ -126,6 +131,7 @@ class Tally:
             t["rx"] += p["rx_bytes"]
             conns = self.conns.setdefault(p["pid"], {})
             for c in p["connections"]:
+                self.netns.setdefault(p["pid"], set()).add(c["netns"])
                 key = (c["proto"], c["family"], c["laddr"], c["lport"], c["raddr"], c["rport"], c["v4mapped"])
                 ct = conns.setdefault(key, {"tx": 0, "rx": 0})
                 ct["tx"] += c["tx_bytes"]

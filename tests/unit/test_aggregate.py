@@ -94,3 +94,33 @@ def test_raw_and_unknown_protocol_names() -> None:
     icmp = SockFacts(8, 2, 1, 2, v4("0.0.0.0"), 0, bytes(16), 0, 7)
     procs = run([RawFlow(7, 1, tx_bytes=1), RawFlow(8, 1, tx_bytes=2)], {7: raw, 8: icmp})
     assert sorted(c.proto for c in procs[0].connections) == ["icmp", "raw"]
+
+
+def test_what_a_byte_means_per_socket_kind() -> None:
+    ping = SockFacts(11, 2, 1, 2, v4("198.18.0.1"), 77, v4("198.18.0.2"), 0, 1)
+    raw = SockFacts(12, 10, 253, 3, bytes(16), 253, bytes(16), 0, 7)
+    packet = SockFacts(13, 17, 0x0003, 3, bytes(16), 0, bytes(16), 0, 0, netns=5, ifindex=4)
+    procs = run([RawFlow(11, 1, tx_bytes=64), RawFlow(12, 1, tx_bytes=2), RawFlow(13, 1, tx_bytes=60)],
+                {11: ping, 12: raw, 13: packet})  # fmt: skip
+    by_cookie = {c.cookie: c for c in procs[0].connections}
+    p = by_cookie[11]
+    assert (p.proto, p.counts, p.lport, p.rport, p.raddr, p.state) == (
+        "icmp",
+        "icmp-message",
+        None,
+        None,
+        "198.18.0.2",
+        "ESTABLISHED",
+    )
+    r = by_cookie[12]
+    assert (r.proto, r.counts, r.lport, r.raddr, r.state) == ("raw", "raw-ip", None, None, None)
+    k = by_cookie[13]
+    assert (k.proto, k.counts, k.family, k.ifindex, k.netns, k.laddr, k.state) == (
+        "packet",
+        "frame",
+        0,
+        4,
+        5,
+        None,
+        None,
+    )

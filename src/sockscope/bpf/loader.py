@@ -395,6 +395,7 @@ class Collector:
             open_ns=si.open_ns,
             initiator=si.initiator,
             owner_tgid=si.owner_tgid,
+            ifindex=si.ifindex,
         )
 
     def proc_facts(self, tgid: int) -> ProcFacts | None:

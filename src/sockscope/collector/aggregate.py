@@ -13,7 +13,29 @@ from sockscope.collector.identity import ProcessIdentity
 from sockscope.collector.model import NO_ADDR, ConnectionSample, ProcessSample, RawFlow, SockFacts
 
 IPPROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 136: "udplite", 255: "raw"}
+SOCK_DGRAM = 2
 SOCK_RAW = 3
+AF_PACKET = 17
+
+# What one counted byte is, per kind of socket: the figure is what the send/receive call
+# returned, and that differs by socket type.
+COUNTS = {
+    "payload": "application payload (TCP, UDP)",
+    "icmp-message": "ICMP header (8 bytes) plus payload (ping sockets)",
+    "raw-ip": "sent: what the program wrote; received: the whole IP packet, header included for IPv4",
+    "frame": "whole link-layer frames, Ethernet header included (packet sockets)",
+}
+
+
+def counts_kind(facts: SockFacts) -> str:
+    if facts.family == AF_PACKET:
+        return "frame"
+    if facts.sock_type == SOCK_RAW:
+        return "raw-ip"
+    if facts.protocol in (1, 58) and facts.sock_type == SOCK_DGRAM:
+        return "icmp-message"
+    return "payload"
+
 
 TCP_STATES = {
     1: "ESTABLISHED",
@@ -33,12 +55,16 @@ INITIATORS = {1: "local", 2: "remote"}
 
 
 def proto_name(facts: SockFacts) -> str:
+    if facts.family == AF_PACKET:
+        return "packet"
     if facts.sock_type == SOCK_RAW:
         return "raw"
     return IPPROTO_NAMES.get(facts.protocol, f"ip{facts.protocol}")
 
 
 def state_name(facts: SockFacts) -> str | None:
+    if facts.family == AF_PACKET or facts.sock_type == SOCK_RAW:
+        return None
     if facts.protocol == 6:
         return TCP_STATES.get(facts.state, str(facts.state))
     # Datagram sockets: the kernel marks a connect()ed one ESTABLISHED; `ss` calls the rest UNCONN.
@@ -70,19 +96,36 @@ def _connection(facts: SockFacts | None, cookie: int, raddr: bytes, rport: int) 
             state=None,
             cookie=cookie,
         )
+    if facts.family == AF_PACKET:
+        return ConnectionSample(
+            proto="packet",
+            family=0,
+            laddr=None,
+            lport=None,
+            raddr=None,
+            rport=None,
+            state=None,
+            cookie=cookie,
+            netns=facts.netns,
+            counts="frame",
+            ifindex=facts.ifindex,
+        )
     family, mapped = wire_family(facts.family, facts.laddr, raddr)
+    raw_or_ping = facts.sock_type == SOCK_RAW or facts.protocol in (1, 58)
     return ConnectionSample(
         proto=proto_name(facts),
         family=family,
         laddr=addr_text(facts.laddr),
-        lport=facts.lport,
-        raddr=addr_text(raddr) if known_peer else None,
-        rport=rport if known_peer else None,
+        # Ping and raw sockets have no ports (a ping socket's "port" is its ICMP id).
+        lport=None if raw_or_ping else facts.lport,
+        raddr=addr_text(raddr) if known_peer and not is_unspecified(raddr) else None,
+        rport=None if raw_or_ping or not known_peer else rport,
         state=state_name(facts),
         cookie=cookie,
         netns=facts.netns,
         v4mapped=mapped,
         initiator=INITIATORS.get(facts.initiator),
+        counts=counts_kind(facts),
     )
 
 

@@ -29,7 +29,7 @@ class RawFlow:
 @dataclass(frozen=True, slots=True)
 class SockFacts:
     cookie: int
-    family: int  # AF_INET (2) / AF_INET6 (10)
+    family: int  # AF_INET (2) / AF_INET6 (10) / AF_PACKET (17)
     protocol: int  # IPPROTO_*
     sock_type: int  # SOCK_*
     laddr: bytes
@@ -41,6 +41,7 @@ class SockFacts:
     open_ns: int = 0
     initiator: int = 0
     owner_tgid: int = 0
+    ifindex: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,8 @@ class ConnectionSample:
     netns: int = 0
     v4mapped: bool = False
     initiator: str | None = None
+    counts: str = "payload"  # what one byte is: see COUNTS in aggregate.py
+    ifindex: int | None = None
 
 
 @dataclass(slots=True)

@@ -24,6 +24,8 @@ def connection_dict(c: ConnectionSample) -> dict[str, Any]:
         "rx_bytes": c.rx_bytes,
         "tx_calls": c.tx_calls,
         "rx_calls": c.rx_calls,
+        "counts": c.counts,
+        "ifindex": c.ifindex,
         "v4mapped": c.v4mapped,
         "initiator": c.initiator,
         "netns": c.netns,

@@ -1,0 +1,349 @@
+"""Every way a process moves bytes (issue 3's scenarios), against the real kernel.
+
+Servers run in the network namespace behind the veth pair unless a scenario says
+otherwise; every figure is compared with the generator's own count, exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from sockscope.collector.bpf_source import BpfSource
+from tests.kernel.conftest import Netns, Tally, Traffic, drain
+
+
+def tcp(
+    source: BpfSource,
+    netns: Netns,
+    *,
+    addr: str | None = None,
+    reply: int = 0,
+    client: tuple[str, ...] = (),
+    server: tuple[str, ...] = (),
+    accept: int = 1,
+    in_netns: bool = True,
+) -> tuple[Tally, Traffic, Traffic, dict[str, Any], dict[str, Any]]:
+    addr = addr or netns.peer4
+    prefix = netns.exec_prefix() if in_netns else None
+    srv = Traffic(
+        "ss-srv", "tcp-server", "--bind", addr, "--reply", str(reply), "--accept", str(accept), *server, prefix=prefix
+    )
+    try:
+        port = srv.line()["port"]
+        cli = Traffic("ss-cli", "tcp-client", "--host", addr, "--port", str(port), *client)
+        c_done, s_done = cli.wait(), srv.wait()
+    finally:
+        srv.kill()
+    tally = Tally()
+    drain(source, tally)
+    return tally, cli, srv, c_done, s_done
+
+
+def assert_counts(tally: Tally, proc: Traffic, done: dict[str, Any]) -> None:
+    got = tally.procs.get(proc.pid, {"tx": 0, "rx": 0, "comm": None})
+    assert (got["comm"], got["tx"], got["rx"]) == (proc.name, done["tx"], done["rx"])
+
+
+# 1. TCP download, upload, full duplex
+
+
+@pytest.mark.parametrize(
+    ("name", "send", "reply", "duplex"),
+    [("download", 0, 9_000_011, False), ("upload", 9_000_011, 0, False), ("duplex", 6_000_007, 5_000_009, True)],
+)
+def test_tcp_directions(source: BpfSource, netns: Netns, name: str, send: int, reply: int, duplex: bool) -> None:
+    extra = ("--duplex",) if duplex else ()
+    tally, cli, srv, c_done, s_done = tcp(
+        source, netns, reply=reply, client=("--send", str(send), *extra), server=extra
+    )
+    assert (c_done["tx"], c_done["rx"]) == (send, reply)
+    assert_counts(tally, cli, c_done)
+    assert_counts(tally, srv, s_done)
+
+
+# 2. UDP
+
+
+def udp(
+    source: BpfSource,
+    netns: Netns,
+    *,
+    addr: str | None = None,
+    port: int = 0,
+    count: int = 100,
+    size: int = 100,
+    reply: int = 0,
+    flood: bool = False,
+) -> tuple[Tally, Traffic, Traffic, dict[str, Any], dict[str, Any]]:
+    addr = addr or netns.peer4
+    srv_args = ["--bind", addr, "--port", str(port), "--reply", str(reply)]
+    srv_args += ["--idle", "1.0"] if flood else ["--count", str(count)]
+    srv = Traffic("ss-usrv", "udp-server", *srv_args, prefix=netns.exec_prefix())
+    try:
+        port = srv.line()["port"]
+        args = ["--host", addr, "--port", str(port), "--count", str(count), "--size", str(size)]
+        cli = Traffic("ss-ucli", "udp-client", *args, *(["--flood"] if flood else []))
+        c_done, s_done = cli.wait(), srv.wait()
+    finally:
+        srv.kill()
+    tally = Tally()
+    drain(source, tally)
+    return tally, cli, srv, c_done, s_done
+
+
+def test_udp_bulk_both_ways(source: BpfSource, netns: Netns) -> None:
+    tally, cli, srv, c_done, s_done = udp(source, netns, count=2000, size=1400, reply=1300)
+    assert (c_done["tx"], c_done["rx"]) == (2000 * 1400, 2000 * 1300)
+    assert_counts(tally, cli, c_done)
+    assert_counts(tally, srv, s_done)
+
+
+def test_udp_to_port_443(source: BpfSource, netns: Netns) -> None:
+    tally, cli, srv, c_done, s_done = udp(source, netns, port=443, count=50, size=1200, reply=60)
+    assert_counts(tally, cli, c_done)
+    assert_counts(tally, srv, s_done)
+    [(key, counts)] = tally.conns[cli.pid].items()
+    assert key[4:6] == (netns.peer4, 443)
+    assert counts == {"tx": 50 * 1200, "rx": 50 * 60}
+
+
+def test_udp_flood_of_small_datagrams_to_port_53(source: BpfSource, netns: Netns) -> None:
+    tally, cli, srv, c_done, s_done = udp(source, netns, port=53, count=20_000, size=40, flood=True)
+    assert c_done["tx"] == 20_000 * 40
+    assert_counts(tally, cli, c_done)  # everything sent
+    assert_counts(tally, srv, s_done)  # everything that arrived (a flood may lose some on the way)
+    assert s_done["received"] > 0
+
+
+def test_ipv6_tcp(source: BpfSource, netns: Netns) -> None:
+    tally, cli, srv, c_done, s_done = tcp(source, netns, addr=netns.peer6, reply=1_234_567, client=("--send", "7654"))
+    assert_counts(tally, cli, c_done)
+    assert_counts(tally, srv, s_done)
+    assert {k[1] for k in tally.conns[cli.pid]} == {6}
+
+
+def test_ipv6_udp_download(source: BpfSource, netns: Netns) -> None:
+    tally, cli, srv, c_done, s_done = udp(source, netns, addr=netns.peer6, count=500, size=10, reply=1400)
+    assert (c_done["tx"], c_done["rx"]) == (5000, 700_000)
+    assert_counts(tally, cli, c_done)
+    assert_counts(tally, srv, s_done)
+
+
+# 3. ICMP and raw IP
+
+
+def test_icmp_echo_from_a_raw_socket(source: BpfSource, netns: Netns) -> None:
+    cli = Traffic("ss-rawping", "icmp", "--host", netns.peer4, "--count", "20", "--size", "56")
+    done = cli.wait()
+    tally = Tally()
+    drain(source, tally)
+    assert done["tx"] == 20 * (8 + 56)  # what was written: ICMP header + payload
+    assert done["rx"] >= 20 * (20 + 8 + 56)  # raw receive: IP header included
+    assert_counts(tally, cli, done)
+
+
+def test_icmp_echo_from_a_ping_socket(source: BpfSource, netns: Netns) -> None:
+    # Ping sockets need the group in ping_group_range, a per-namespace setting: set it in ours.
+    subprocess.run([*netns.exec_prefix(), "sysctl", "-q", "-w", "net.ipv4.ping_group_range=0 0"], check=True)
+    cli = Traffic("ss-ping", "icmp", "--ping", "--host", netns.host4, "--count", "20", "--size", "56",
+                  prefix=netns.exec_prefix())  # fmt: skip
+    done = cli.wait()
+    tally = Tally()
+    drain(source, tally)
+    assert (done["tx"], done["rx"]) == (20 * 64, 20 * 64)
+    assert_counts(tally, cli, done)
+
+
+def test_raw_ip_protocol_253(source: BpfSource, netns: Netns) -> None:
+    rcv = Traffic("ss-raw-rx", "raw-recv", "--proto", "253", "--count", "10", prefix=netns.exec_prefix())
+    rcv.line()
+    snd = Traffic("ss-raw-tx", "raw-send", "--host", netns.peer4, "--proto", "253", "--count", "10", "--size", "100")
+    s_done, r_done = snd.wait(), rcv.wait()
+    tally = Tally()
+    drain(source, tally)
+    assert (s_done["tx"], r_done["rx"]) == (1000, 10 * (20 + 100))
+    assert_counts(tally, snd, s_done)
+    assert_counts(tally, rcv, r_done)
+
+
+# 4. AF_PACKET
+
+
+def test_packet_socket_frames_count_under_the_sender(source: BpfSource, netns: Netns) -> None:
+    snd = Traffic("ss-frames", "packet-send", "--ifname", netns.host_if, "--count", "25", "--size", "100")
+    done = snd.wait()
+    tally = Tally()
+    drain(source, tally)
+    assert done["tx"] == 2500
+    assert_counts(tally, snd, done)
+
+
+# 5. sendfile, splice, io_uring, sendmmsg/recvmmsg, MSG_PEEK
+
+
+def test_sendfile_upload(source: BpfSource, netns: Netns) -> None:
+    tally, cli, srv, c_done, s_done = tcp(source, netns, client=("--send", "5000011", "--send-how", "sendfile"))
+    assert (c_done["tx"], s_done["rx"]) == (5_000_011, 5_000_011)
+    assert_counts(tally, cli, c_done)
+    assert_counts(tally, srv, s_done)
+
+
+def test_splice_download(source: BpfSource, netns: Netns) -> None:
+    tally, cli, srv, c_done, s_done = tcp(source, netns, reply=6_000_013, client=("--recv-how", "splice"))
+    assert c_done["rx"] == 6_000_013
+    assert_counts(tally, cli, c_done)
+    assert_counts(tally, srv, s_done)
+
+
+def test_io_uring_send_and_receive(source: BpfSource, netns: Netns) -> None:
+    tally, cli, srv, c_done, s_done = tcp(
+        source, netns, reply=2_000_003, client=("--send", "3000017", "--send-how", "uring", "--recv-how", "uring")
+    )
+    assert (c_done["tx"], c_done["rx"]) == (3_000_017, 2_000_003)
+    assert_counts(tally, cli, c_done)  # io_uring workers count under the process, named as it
+    assert_counts(tally, srv, s_done)
+
+
+def test_sendmmsg_and_recvmmsg(source: BpfSource, netns: Netns) -> None:
+    port = 40123
+    srv = Traffic(
+        "ss-mmsg-srv", "udp-server", "--mmsg", "--bind", netns.peer4, "--count", "320", "--reply", "33",
+        "--reply-to", netns.host4, str(port), prefix=netns.exec_prefix(),
+    )  # fmt: skip
+    try:
+        sport = srv.line()["port"]
+        cli = Traffic(
+            "ss-mmsg-cli", "udp-client", "--mmsg", "--bind-port", str(port), "--host", netns.peer4,
+            "--port", str(sport), "--count", "320", "--size", "123",
+        )  # fmt: skip
+        c_done, s_done = cli.wait(), srv.wait()
+    finally:
+        srv.kill()
+    tally = Tally()
+    drain(source, tally)
+    assert (c_done["tx"], c_done["rx"], s_done["rx"]) == (320 * 123, 320 * 33, 320 * 123)
+    assert_counts(tally, cli, c_done)
+    assert_counts(tally, srv, s_done)
+
+
+def test_tcp_msg_peek_counts_once(source: BpfSource, netns: Netns) -> None:
+    tally, cli, srv, c_done, s_done = tcp(source, netns, reply=1_000_003, client=("--recv-how", "peek"))
+    assert c_done["rx"] == 1_000_003
+    assert_counts(tally, cli, c_done)
+    assert_counts(tally, srv, s_done)
+
+
+# 6. Short-lived processes, over the veth pair
+
+
+def test_hundreds_of_short_lived_processes(source: BpfSource, netns: Netns) -> None:
+    n = 200
+    srv = Traffic("ss-sink", "tcp-server", "--bind", netns.peer4, "--accept", str(n), prefix=netns.exec_prefix())
+    sizes: dict[int, int] = {}
+    try:
+        port = srv.line()["port"]
+        for batch in range(n // 25):
+            procs = []
+            for i in range(25):
+                size = 3000 + batch * 25 + i
+                cmd = f"exec head -c {size} /dev/zero > /dev/tcp/{netns.peer4}/{port}"
+                procs.append((subprocess.Popen(["bash", "-c", cmd]), size))
+            for p, size in procs:
+                assert p.wait(timeout=30) == 0
+                sizes[p.pid] = size
+        s_done = srv.wait()
+    finally:
+        srv.kill()
+    tally = Tally()
+    drain(source, tally)
+    assert s_done["rx"] == sum(sizes.values())
+    got = {pid: (tally.procs[pid]["comm"], tally.procs[pid]["tx"]) for pid in sizes if pid in tally.procs}
+    assert got == {pid: ("head", size) for pid, size in sizes.items()}
+    assert_counts(tally, srv, s_done)
+
+
+# 7. Loopback, low and slow, many connections, many threads
+
+SLOW_SECONDS = float(os.environ.get("SOCKSCOPE_SLOW_SECONDS", "60"))
+
+
+def test_loopback_only_transfer(source: BpfSource, netns: Netns) -> None:
+    tally, cli, srv, c_done, s_done = tcp(
+        source, netns, addr="127.0.0.1", in_netns=False, reply=17, client=("--send", "4000037")
+    )
+    assert_counts(tally, cli, c_done)
+    assert_counts(tally, srv, s_done)
+
+
+def test_low_and_slow_for_a_minute(source: BpfSource, netns: Netns) -> None:
+    # 5 bytes every 0.5 s for a minute (SOCKSCOPE_SLOW_SECONDS), read out every second meanwhile.
+    srv = Traffic("ss-slow-srv", "tcp-server", "--bind", netns.peer4, prefix=netns.exec_prefix())
+    tally = Tally()
+    try:
+        port = srv.line()["port"]
+        cli = Traffic("ss-slow", "tcp-client", "--host", netns.peer4, "--port", str(port),
+                      "--pace", f"5:0.5:{SLOW_SECONDS}")  # fmt: skip
+        deadline = time.monotonic() + SLOW_SECONDS + 30
+        while cli.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(1.0)
+            tally.add(source.read())
+        c_done, s_done = cli.wait(), srv.wait()
+    finally:
+        srv.kill()
+    drain(source, tally)
+    assert c_done["tx"] >= 5 * SLOW_SECONDS * 2 * 0.9
+    assert_counts(tally, cli, c_done)
+    assert_counts(tally, srv, s_done)
+
+
+def test_many_small_tcp_connections(source: BpfSource, netns: Netns) -> None:
+    tally, cli, srv, c_done, s_done = tcp(
+        source, netns, accept=300, reply=11, client=("--send", "999", "--connections", "300")
+    )
+    assert (c_done["tx"], c_done["rx"]) == (300 * 999, 300 * 11)
+    assert len(tally.conns[cli.pid]) == 300
+    assert_counts(tally, cli, c_done)
+    assert_counts(tally, srv, s_done)
+
+
+def test_parallel_burst_from_many_threads(source: BpfSource, netns: Netns) -> None:
+    tally, cli, srv, c_done, s_done = tcp(
+        source, netns, accept=16, reply=100_003, client=("--send", "2000003", "--threads", "16")
+    )
+    assert (c_done["tx"], c_done["rx"]) == (16 * 2_000_003, 16 * 100_003)
+    assert_counts(tally, cli, c_done)
+    assert_counts(tally, srv, s_done)
+
+
+# 8. Another network namespace, same addresses and ports as a host process
+
+
+def test_other_netns_with_the_same_endpoints_is_kept_apart(source: BpfSource, netns: Netns) -> None:
+    port = "41999"
+    host_srv = Traffic("ss-host-srv", "tcp-server", "--bind", "127.0.0.1", "--port", port, "--reply", "111")
+    ns_srv = Traffic("ss-ns-srv", "tcp-server", "--bind", "127.0.0.1", "--port", port, "--reply", "222",
+                     prefix=netns.exec_prefix())  # fmt: skip
+    try:
+        host_srv.line(), ns_srv.line()
+        host_cli = Traffic("ss-host-cli", "tcp-client", "--host", "127.0.0.1", "--port", port, "--send", "3333")
+        ns_cli = Traffic("ss-ns-cli", "tcp-client", "--host", "127.0.0.1", "--port", port, "--send", "4444",
+                         prefix=netns.exec_prefix())  # fmt: skip
+        dones = [p.wait() for p in (host_cli, ns_cli, host_srv, ns_srv)]
+    finally:
+        host_srv.kill()
+        ns_srv.kill()
+    tally = Tally()
+    drain(source, tally)
+    for proc, done in zip((host_cli, ns_cli, host_srv, ns_srv), dones, strict=True):
+        assert_counts(tally, proc, done)
+    host_ns = os.stat("/proc/self/ns/net").st_ino
+    inner_ns = netns.inode()
+    assert host_ns != inner_ns
+    assert tally.netns[host_cli.pid] == {host_ns}
+    assert tally.netns[ns_cli.pid] == {inner_ns}
+    assert tally.netns[ns_srv.pid] == {inner_ns}
