@@ -214,6 +214,8 @@ static __always_inline void ss_note_proc(__u32 tgid)
 	p->start_ns = start;
 	p->tgid = tgid;
 	p->ppid = BPF_CORE_READ(leader, real_parent, tgid);
+	bpf_probe_read_kernel_str(p->pcomm, sizeof(p->pcomm), BPF_CORE_READ(leader, real_parent, group_leader)->comm);
+	p->netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 	p->cgroup_id = bpf_get_current_cgroup_id();
 	__u64 ug = bpf_get_current_uid_gid();
 	p->uid = (__u32)ug;

@@ -75,8 +75,9 @@ struct ss_proc_info {
 	__u32 uid;
 	__u32 gid;
 	__u32 args_len;     /* bytes valid in args (NUL-separated argv) */
-	__u32 pad;
+	__u32 netns;        /* network namespace inode of the process */
 	char comm[SS_COMM_LEN];  /* group leader's comm: io_uring workers carry their own */
+	char pcomm[SS_COMM_LEN]; /* parent's comm, for traffic done by helpers */
 	char exe[SS_EXE_LEN];    /* basename of the executable */
 	char args[SS_ARGS_LEN];  /* start of the command line */
 };

@@ -64,7 +64,16 @@ class Netns:
 def netns() -> Iterator[Netns]:
     tag = uuid.uuid4().hex[:6]
     host_if, peer_if = f"ssh{tag}", f"ssp{tag}"
-    ns = Netns(name=f"sstest-{tag}", host_if=host_if)
+    # A subnet of its own per run, so two suites on one machine do not route into each other.
+    net = int(tag[:2], 16)
+    ns = Netns(
+        name=f"sstest-{tag}",
+        host_if=host_if,
+        host4=f"198.18.{net}.1",
+        peer4=f"198.18.{net}.2",
+        host6=f"fd00:5353:{net:x}::1",
+        peer6=f"fd00:5353:{net:x}::2",
+    )
     run("ip", "netns", "add", ns.name)
     try:
         run("ip", "link", "add", host_if, "type", "veth", "peer", "name", peer_if)

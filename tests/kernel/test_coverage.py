@@ -6,15 +6,19 @@ otherwise; every figure is compared with the generator's own count, exactly.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sockscope.bpf.loader import cgroup2_root
 from sockscope.collector.bpf_source import BpfSource
-from tests.kernel.conftest import Netns, Tally, Traffic, drain
+from tests.kernel.conftest import REPO, Netns, Tally, Traffic, drain
 
 
 def tcp(
@@ -347,3 +351,58 @@ def test_other_netns_with_the_same_endpoints_is_kept_apart(source: BpfSource, ne
     assert tally.netns[host_cli.pid] == {host_ns}
     assert tally.netns[ns_cli.pid] == {inner_ns}
     assert tally.netns[ns_srv.pid] == {inner_ns}
+
+
+# Identity beyond pid: cgroup -> unit or container, parent, network namespace
+
+
+def in_cgroup(cgroup: Path, argv: list[str]) -> list[str]:
+    """argv run inside `cgroup` from its first instruction (the shell moves itself, then execs)."""
+    return ["bash", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "bash", *argv]
+
+
+@pytest.mark.parametrize("kind", ["unit", "container"])
+def test_cgroup_names_the_unit_or_container(source: BpfSource, netns: Netns, kind: str) -> None:
+    root = cgroup2_root()
+    assert root, "no cgroup v2 hierarchy mounted"
+    cid = os.urandom(32).hex()
+    name = f"sockscope-test-{cid[:8]}.service" if kind == "unit" else f"docker-{cid}.scope"
+    cgroup = Path(root) / name
+    cgroup.mkdir()
+    try:
+        cmd = [sys.executable, "-m", "tests.kernel.traffic", "--name", "ss-in-cg", "udp-client",
+               "--flood", "--host", netns.peer4, "--port", "9", "--count", "10", "--size", "10"]  # fmt: skip
+        proc = subprocess.run(in_cgroup(cgroup, cmd), cwd=REPO, capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        pid = int(json.loads(proc.stdout)["pid"])
+        # Gone from /proc by now: the unit comes from the kernel's cgroup id.
+        iv = source.read()
+        [p] = [p for p in iv.processes if p.pid == pid]
+        assert (p.comm, p.tx_bytes, p.alive) == ("ss-in-cg", 100, False)
+        assert p.cgroup == f"/{name}"
+        if kind == "unit":
+            assert (p.unit, p.container) == (name, None)
+        else:
+            assert (p.unit, p.container) == (name, cid)
+    finally:
+        cgroup.rmdir()
+
+
+def test_parent_of_a_helper_process(source: BpfSource, netns: Netns) -> None:
+    sink = Traffic("ss-psink", "tcp-server", "--bind", netns.peer4, prefix=netns.exec_prefix())
+    try:
+        port = sink.line()["port"]
+        # A script starts the helper that talks: the helper is not the script.
+        script = f"exec -a ss-script bash -c 'head -c 5000 /dev/zero > /dev/tcp/{netns.peer4}/{port}; true'"
+        parent = subprocess.Popen(["bash", "-c", script], stderr=subprocess.PIPE, text=True)
+        _, err = parent.communicate(timeout=30)
+        assert parent.returncode == 0 and not err, err
+        sink.wait()
+    finally:
+        sink.kill()
+    iv = source.read()
+    helpers = [p for p in iv.processes if p.ppid == parent.pid]
+    assert len(helpers) == 1
+    h = helpers[0]
+    assert (h.tx_bytes, h.parent_comm) == (5000, "bash")
+    assert h.netns == os.stat("/proc/self/ns/net").st_ino

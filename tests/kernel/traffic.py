@@ -29,7 +29,7 @@ def set_name(name: str) -> None:
 
 
 def say(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)
+    print(json.dumps({**fields, "pid": os.getpid()}), flush=True)
 
 
 def family_of(addr: str) -> socket.AddressFamily:

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from sockscope.collector import procfs
+from sockscope.collector.cgroups import CgroupPaths
 from sockscope.collector.identity import ProcessIdentity, ProcessResolver
 from sockscope.collector.model import ProcFacts
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "proc"
+CURL_NETNS = (FIXTURES / "4242" / "ns" / "net").stat().st_ino  # a plain file stands in for the namespace
 HZ = 100
 CURL_START_NS = 123456 * 10_000_000 + 4_321  # stat field 22 of fixture 4242 is 123456 ticks
 USERS = {0: "root", 1000: "alice"}
@@ -63,6 +66,8 @@ def test_live_process_uses_proc_exe_and_cmdline_and_kernel_comm() -> None:
         ppid=4000,
         alive=True,
         cgroup="/user.slice/user-1000.slice/session-3.scope",
+        unit="session-3.scope",
+        netns=CURL_NETNS,
     )
 
 
@@ -206,6 +211,8 @@ def test_no_facts_reads_proc_alone(reads: list[int]) -> None:
         ppid=4100,
         alive=True,
         cgroup="/user.slice/user-1000.slice/session-3.scope",
+        unit="session-3.scope",
+        netns=CURL_NETNS,
     )
     assert r.resolve(None, 4242) == expected
     # Without a start time nothing is cached: a later pid reuse must not see this answer.
@@ -234,3 +241,31 @@ def test_default_hz_is_clock_ticks(monkeypatch: pytest.MonkeyPatch) -> None:
     start_ns = 123456 * 4_000_000  # 123456 ticks at 250 Hz
     identity = ProcessResolver(str(FIXTURES)).resolve(curl_facts(start_ns=start_ns), 4242)
     assert identity.alive is True
+
+
+class _Paths(CgroupPaths):
+    def __init__(self, known: dict[int, str]) -> None:
+        super().__init__(None)
+        self.known = known
+
+    def path(self, cgroup_id: int) -> str | None:
+        return self.known.get(cgroup_id)
+
+
+def test_exited_process_gets_unit_from_its_cgroup_id_and_parent_from_the_kernel(tmp_path: Path) -> None:
+    facts = replace(curl_facts(), cgroup_id=77, parent_comm="backup.sh", netns=4026531840)
+    r = ProcessResolver(str(tmp_path), hz=HZ, cgroups=_Paths({77: "/system.slice/backup.service"}))
+    ident = r.resolve(facts, 4242)
+    assert not ident.alive
+    assert (ident.cgroup, ident.unit, ident.container) == ("/system.slice/backup.service", "backup.service", None)
+    assert (ident.parent_comm, ident.netns, ident.ppid) == ("backup.sh", 4026531840, 4000)
+
+
+def test_exec_is_a_new_identity_with_the_same_pid_and_start() -> None:
+    r = resolver()
+    first = r.resolve(curl_facts(), 4242)
+    after_exec = r.resolve(replace(curl_facts(), comm="wget"), 4242)
+    assert (first.comm, after_exec.comm) == ("curl-kernel", "wget")
+    assert len(r) == 2
+    r.forget(4242, CURL_START_NS)
+    assert len(r) == 0

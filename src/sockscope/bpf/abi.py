@@ -91,8 +91,9 @@ class ProcInfo(ctypes.Structure):
         ("uid", c_uint32),
         ("gid", c_uint32),
         ("args_len", c_uint32),
-        ("pad", c_uint32),
+        ("netns", c_uint32),
         ("comm", c_uint8 * SS_COMM_LEN),
+        ("pcomm", c_uint8 * SS_COMM_LEN),
         ("exe", c_uint8 * SS_EXE_LEN),
         ("args", c_uint8 * SS_ARGS_LEN),
     ]

@@ -414,6 +414,8 @@ class Collector:
             gid=pi.gid,
             ppid=pi.ppid,
             cgroup_id=pi.cgroup_id,
+            parent_comm=_cstr(bytes(pi.pcomm)),
+            netns=pi.netns,
         )
 
 

@@ -165,6 +165,12 @@ def build_processes(
             ppid=ident.ppid,
             start_ns=ident.start_ns,
             alive=ident.alive,
+            cgroup=ident.cgroup,
+            unit=ident.unit,
+            container=ident.container,
+            netns=ident.netns,
+            parent_comm=ident.parent_comm,
+            parent_exe=ident.parent_exe,
             connections=sorted(conns.values(), key=lambda c: (-(c.tx_bytes + c.rx_bytes), c.cookie)),
         )
         for c in sample.connections:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from sockscope.bpf.loader import Collector, CollectorOptions, HookStatus
+from sockscope.bpf.loader import Collector, CollectorOptions, HookStatus, cgroup2_root
 from sockscope.collector.aggregate import build_processes
+from sockscope.collector.cgroups import CgroupPaths
 from sockscope.collector.identity import ProcessIdentity, ProcessResolver
 from sockscope.collector.model import Interval, SockFacts
 from sockscope.collector.source import Source
@@ -14,7 +15,7 @@ from sockscope.collector.source import Source
 class BpfSource(Source):
     def __init__(self, options: CollectorOptions | None = None, resolver: ProcessResolver | None = None) -> None:
         self.collector = Collector(options)
-        self.resolver = resolver or ProcessResolver()
+        self.resolver = resolver or ProcessResolver(cgroups=CgroupPaths(cgroup2_root()))
         # Last facts seen per socket: a socket evicted from the kernel's LRU map keeps its endpoints.
         self._socks: dict[int, SockFacts] = {}
 

@@ -57,6 +57,8 @@ class ProcFacts:
     gid: int
     ppid: int
     cgroup_id: int = 0
+    parent_comm: str = ""
+    netns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,12 @@ class ProcessSample:
     ppid: int | None = None
     start_ns: int = 0
     alive: bool = True  # False: gone from /proc when read; facts are the kernel's
+    cgroup: str | None = None
+    unit: str | None = None
+    container: str | None = None
+    netns: int | None = None
+    parent_comm: str | None = None
+    parent_exe: str | None = None
     tx_bytes: int = 0
     rx_bytes: int = 0
     tx_calls: int = 0
