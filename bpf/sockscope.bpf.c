@@ -45,6 +45,15 @@ struct {
 	.values = { [0] = &ss_flows_a },
 };
 
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} ss_events SEC(".maps");
+
+/* Puts struct ss_event in the object's BTF, where tests/unit/test_abi.py checks its layout
+ * (a ring buffer map has no value type to carry it). */
+struct ss_event *ss_event_btf __attribute__((unused));
+
 struct ss_hot_map {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -577,6 +586,31 @@ SS_KPROBE_RX(udpv6_recvmsg)
 
 /* Group "state": TCP facts captured when the connection opens, state kept current. */
 
+static __always_inline void ss_emit(const struct ss_sock_info *si, __u8 type, __u8 oldstate)
+{
+	struct ss_event *e = bpf_ringbuf_reserve(&ss_events, sizeof(*e), 0);
+
+	if (!e) {
+		ss_stat_add(SS_STAT_EVENTS_LOST, 1);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->cookie = si->cookie;
+	e->open_ns = si->open_ns;
+	__builtin_memcpy(e->laddr, si->laddr, sizeof(e->laddr));
+	__builtin_memcpy(e->raddr, si->raddr, sizeof(e->raddr));
+	e->netns = si->netns;
+	e->owner_tgid = si->owner_tgid;
+	e->family = si->family;
+	e->lport = si->lport;
+	e->rport = si->rport;
+	e->type = type;
+	e->initiator = si->initiator;
+	e->oldstate = oldstate;
+	bpf_ringbuf_submit(e, 0);
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(ss_tp_state, const struct sock *sk, const int oldstate, const int newstate)
 {
@@ -598,6 +632,9 @@ int BPF_PROG(ss_tp_state, const struct sock *sk, const int oldstate, const int n
 			__builtin_memcpy(old->raddr, si.raddr, sizeof(si.raddr));
 			old->lport = si.lport;
 			old->rport = si.rport;
+			ss_emit(old, SS_EV_TCP_OPEN, oldstate);
+		} else if (newstate == TCP_CLOSE) {
+			ss_emit(old, SS_EV_TCP_CLOSE, oldstate);
 		}
 		return 0;
 	}
@@ -610,11 +647,13 @@ int BPF_PROG(ss_tp_state, const struct sock *sk, const int oldstate, const int n
 		/* connect() runs in the caller's context: that process opened it. */
 		si.initiator = SS_INIT_LOCAL;
 		si.owner_tgid = bpf_get_current_pid_tgid() >> 32;
-	}
-	else if (oldstate == TCP_SYN_RECV || newstate == TCP_SYN_RECV)
+	} else if (oldstate == TCP_SYN_RECV || newstate == TCP_SYN_RECV) {
 		si.initiator = SS_INIT_REMOTE;
+	}
 	if (bpf_map_update_elem(&ss_socks, &cookie, &si, BPF_NOEXIST) == -SS_E2BIG)
 		ss_stat_add(SS_STAT_SOCK_INFO_FULL, 1);
+	if (newstate == TCP_ESTABLISHED)
+		ss_emit(&si, SS_EV_TCP_OPEN, oldstate);
 	return 0;
 }
 

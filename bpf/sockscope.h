@@ -82,6 +82,29 @@ struct ss_proc_info {
 	char args[SS_ARGS_LEN];  /* start of the command line */
 };
 
+enum ss_event_type {
+	SS_EV_TCP_OPEN = 1,  /* reached ESTABLISHED */
+	SS_EV_TCP_CLOSE = 2, /* reached CLOSE */
+};
+
+/* A rare event, through the ring buffer: a TCP connection opened or closed. */
+struct ss_event {
+	__u64 ts_ns;        /* CLOCK_BOOTTIME */
+	__u64 cookie;
+	__u64 open_ns;      /* when sockscope saw it open (CLOCK_BOOTTIME), 0 if before it started */
+	__u8 laddr[16];
+	__u8 raddr[16];
+	__u32 netns;
+	__u32 owner_tgid;   /* the process that connect()ed, 0 if unknown (accept side) */
+	__u16 family;
+	__u16 lport;
+	__u16 rport;
+	__u8 type;          /* enum ss_event_type */
+	__u8 initiator;     /* enum ss_initiator */
+	__u8 oldstate;
+	__u8 pad[7];
+};
+
 /* Indexes into the per-CPU stats array. */
 enum ss_stat {
 	SS_STAT_DROPPED_EVENTS = 0, /* flow map full: events not counted */
@@ -89,7 +112,7 @@ enum ss_stat {
 	SS_STAT_SOCK_INFO_FULL = 2, /* socket facts could not be stored */
 	SS_STAT_PROC_INFO_FULL = 3, /* process facts could not be stored */
 	SS_STAT_PEEK_SKIPPED = 4,   /* MSG_PEEK receives not counted (they would count twice) */
-	SS_STAT_EVENTS = 5,         /* events counted */
+	SS_STAT_EVENTS_LOST = 5,    /* ring buffer full: open/close events lost */
 	SS_STAT_MAX = 6,
 };
 

@@ -130,6 +130,7 @@ class Tally:
     conns: dict[int, dict[tuple[Any, ...], dict[str, int]]] = field(default_factory=dict)
     dropped_events: int = 0
     peek_skipped: int = 0
+    life: list[Any] = field(default_factory=list)  # LifeEvent objects from in-process reads
 
     def add_dict(self, d: dict[str, Any]) -> None:
         self.dropped_events += d["dropped"]["events"]
@@ -150,6 +151,7 @@ class Tally:
         from sockscope.output.jsonl import interval_dict
 
         self.add_dict(interval_dict(iv))
+        self.life += iv.lifecycle
 
 
 @pytest.fixture

@@ -406,3 +406,36 @@ def test_parent_of_a_helper_process(source: BpfSource, netns: Netns) -> None:
     h = helpers[0]
     assert (h.tx_bytes, h.parent_comm) == (5000, "bash")
     assert h.netns == os.stat("/proc/self/ns/net").st_ino
+
+
+# Connection lifecycle
+
+
+def test_tcp_lifecycle_opened_and_closed_between_reads(source: BpfSource, netns: Netns) -> None:
+    tally, cli, srv, c_done, s_done = tcp(source, netns, reply=70_001, client=("--send", "30003"))
+    events = tally.life + source.read().lifecycle  # a close is reported one read after its event
+    closes = {(e.pid, e.initiator): e for e in events if e.event == "tcp_close" and e.pid in (cli.pid, srv.pid)}
+    opens = {(e.pid, e.initiator) for e in events if e.event == "tcp_open" and e.pid in (cli.pid, srv.pid)}
+    assert set(closes) == {(cli.pid, "local"), (srv.pid, "remote")}
+    assert opens == {(cli.pid, "local"), (srv.pid, "remote")}
+    c, s = closes[(cli.pid, "local")], closes[(srv.pid, "remote")]
+    assert (c.tx_bytes, c.rx_bytes, c.comm, c.complete) == (30_003, 70_001, "ss-cli", True)
+    assert (s.tx_bytes, s.rx_bytes, s.comm, s.complete) == (70_001, 30_003, "ss-srv", True)
+    assert (c.raddr, c.rport, c.lport) == (netns.peer4, s.lport, s.rport)
+    assert c.start is not None and c.end is not None and 0 <= c.end - c.start < 30
+
+
+def test_udp_flow_ends_after_idle_timeout(netns: Netns) -> None:
+    src = BpfSource(udp_idle=1.0)
+    src.start()
+    try:
+        tally, cli, srv, c_done, s_done = udp(src, netns, count=20, size=50, reply=5)
+        ended = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(e.pid == cli.pid for e in ended):
+            time.sleep(0.5)
+            ended += [e for e in src.read().lifecycle if e.event == "udp_end"]
+    finally:
+        src.close()
+    [flow] = [e for e in ended if e.pid == cli.pid]
+    assert (flow.raddr, flow.tx_bytes, flow.rx_bytes, flow.comm) == (netns.peer4, 1000, 100, "ss-ucli")

@@ -19,7 +19,8 @@ import threading
 import time
 from typing import Any
 
-TIMEOUT = 20.0
+TIMEOUT = 20.0  # per socket operation
+RUN_LIMIT = 600.0  # a whole connection: a low-and-slow one lasts minutes, each read is bounded by TIMEOUT
 CHUNK = 65536
 
 
@@ -132,7 +133,7 @@ def exchange(sock: socket.socket, send: int, send_how: str, recv_how: str, duple
     t = threading.Thread(target=sender)
     t.start()
     rx = RECEIVERS[recv_how](sock)
-    t.join(TIMEOUT)
+    t.join(RUN_LIMIT)
     return result[0], rx
 
 
@@ -169,7 +170,7 @@ def tcp_server(a: argparse.Namespace) -> None:
         t.start()
         workers.append(t)
     for t in workers:
-        t.join(TIMEOUT)
+        t.join(RUN_LIMIT)
     say(done=True, tx=totals["tx"], rx=totals["rx"], local=local, peer=peers[0], peers=peers)
 
 
@@ -198,7 +199,7 @@ def tcp_client(a: argparse.Namespace) -> None:
         for t in threads:
             t.start()
         for t in threads:
-            t.join(TIMEOUT + 60)
+            t.join(RUN_LIMIT)
     say(done=True, tx=totals["tx"], rx=totals["rx"], local=locals_[0], locals=locals_)
 
 

@@ -42,7 +42,16 @@ def test_layout_matches_btf(btf: dict[str, dict[str, Any]], name: str) -> None:
 
 
 def test_every_shared_struct_is_mirrored(btf: dict[str, dict[str, Any]]) -> None:
-    shared = {"ss_flow_key", "ss_flow_val", "ss_hot", "ss_sock_info", "ss_proc_info", "ss_stats", "ss_config"}
+    shared = {
+        "ss_flow_key",
+        "ss_flow_val",
+        "ss_hot",
+        "ss_sock_info",
+        "ss_proc_info",
+        "ss_stats",
+        "ss_config",
+        "ss_event",
+    }
     assert shared <= set(btf)
     assert set(abi.MIRRORS) == shared
 

@@ -32,6 +32,12 @@ class Stat(IntEnum):
     SOCK_INFO_FULL = 2
     PROC_INFO_FULL = 3
     PEEK_SKIPPED = 4
+    EVENTS_LOST = 5
+
+
+class EventType(IntEnum):
+    TCP_OPEN = 1
+    TCP_CLOSE = 2
 
 
 SS_STAT_MAX = 6
@@ -99,6 +105,25 @@ class ProcInfo(ctypes.Structure):
     ]
 
 
+class Event(ctypes.Structure):
+    _fields_ = [
+        ("ts_ns", c_uint64),
+        ("cookie", c_uint64),
+        ("open_ns", c_uint64),
+        ("laddr", c_uint8 * 16),
+        ("raddr", c_uint8 * 16),
+        ("netns", c_uint32),
+        ("owner_tgid", c_uint32),
+        ("family", c_uint16),
+        ("lport", c_uint16),
+        ("rport", c_uint16),
+        ("type", c_uint8),
+        ("initiator", c_uint8),
+        ("oldstate", c_uint8),
+        ("pad", c_uint8 * 7),
+    ]
+
+
 class Stats(ctypes.Structure):
     _fields_ = [("v", c_uint64 * SS_STAT_MAX)]
 
@@ -118,5 +143,6 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "ss_sock_info": SockInfo,
     "ss_proc_info": ProcInfo,
     "ss_stats": Stats,
+    "ss_event": Event,
     "ss_config": Config,
 }

@@ -47,6 +47,7 @@ class LibbpfMissing(RuntimeError):
     """libbpf.so.1 could not be loaded."""
 
 
+_SAMPLE_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 _LIBBPF_DEBUG = 2
 _PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 
@@ -91,6 +92,9 @@ class _Lib:
             "bpf_map__initial_value": (c_void_p, [c_void_p, POINTER(c_size_t)]),
             "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64]),
             "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
+            "ring_buffer__new": (c_void_p, [c_int, _SAMPLE_FN, c_void_p, c_void_p]),
+            "ring_buffer__consume": (c_int, [c_void_p]),
+            "ring_buffer__free": (None, [c_void_p]),
             "bpf_map_lookup_and_delete_batch": (
                 c_int,
                 [c_int, c_void_p, c_void_p, c_void_p, c_void_p, POINTER(c_uint32), c_void_p],
@@ -245,6 +249,34 @@ class Map:
                 return out
             ctypes.memmove(in_batch, out_batch, token_size)
             first = False
+
+
+class RingBuffer:
+    """A BPF ring buffer read without blocking: consume() returns the records waiting."""
+
+    def __init__(self, map_: Map) -> None:
+        self._records: list[bytes] = []
+        self._cb = _SAMPLE_FN(self._on_sample)  # kept referenced: libbpf holds the pointer
+        self._ptr: int | None = _check_ptr(
+            f"ring_buffer__new({map_.name})", lib().lib.ring_buffer__new(map_.fd, self._cb, None, None)
+        )
+
+    def _on_sample(self, ctx: int | None, data: int, size: int) -> int:
+        self._records.append(ctypes.string_at(data, size))
+        return 0
+
+    def consume(self) -> list[bytes]:
+        if self._ptr:
+            rc = lib().lib.ring_buffer__consume(self._ptr)
+            if rc < 0:
+                raise LibbpfError("ring_buffer__consume", rc)
+        out, self._records = self._records, []
+        return out
+
+    def close(self) -> None:
+        if self._ptr:
+            lib().lib.ring_buffer__free(self._ptr)
+            self._ptr = None
 
 
 class Program:

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from sockscope.bpf import abi, libbpf
-from sockscope.collector.model import Counters, ProcFacts, RawFlow, SockFacts
+from sockscope.collector.model import ConnEvent, Counters, ProcFacts, RawFlow, SockFacts
 
 FUNCS = ("tcp_sendmsg", "tcp_recvmsg", "udp_sendmsg", "udp_recvmsg", "udpv6_sendmsg", "udpv6_recvmsg")
 
@@ -139,6 +139,7 @@ class Collector:
         self._active = 0
         self._prev_stats = [0] * abi.SS_STAT_MAX
         self._last_read = 0.0
+        self._events: libbpf.RingBuffer | None = None
 
     # ---- loading ----
 
@@ -215,6 +216,7 @@ class Collector:
                 for aux in loaded_aux:
                     statuses += self._attach(obj, aux, cgroup_fd)
                 self._obj = obj
+                self._events = libbpf.RingBuffer(obj.map("ss_events"))
                 self.group = group.name
                 self.hooks = tried + statuses + aux_failed
                 self._last_read = time.monotonic()
@@ -281,6 +283,9 @@ class Collector:
 
     def close(self) -> None:
         self._detach()
+        if self._events is not None:
+            self._events.close()
+            self._events = None
         if self._obj is not None:
             self._obj.close()
             self._obj = None
@@ -299,6 +304,33 @@ class Collector:
         if self._obj is None:
             raise CollectorError("collector is not started")
         return self._obj
+
+    def read_events(self) -> list[ConnEvent]:
+        """Open/close events waiting in the ring buffer. Read them before read_flows():
+        the bytes of a connection closed before this call are then in that drain."""
+        if self._events is None:
+            return []
+        out = []
+        for raw in self._events.consume():
+            e = abi.Event.from_buffer_copy(raw[: ctypes.sizeof(abi.Event)])
+            kind = "open" if e.type == abi.EventType.TCP_OPEN else "close"
+            out.append(
+                ConnEvent(
+                    kind=kind,
+                    ts_ns=e.ts_ns,
+                    cookie=e.cookie,
+                    family=e.family,
+                    laddr=bytes(e.laddr),
+                    lport=e.lport,
+                    raddr=bytes(e.raddr),
+                    rport=e.rport,
+                    netns=e.netns,
+                    owner_tgid=e.owner_tgid,
+                    initiator=e.initiator,
+                    open_ns=e.open_ns,
+                )
+            )
+        return out
 
     def read_flows(self) -> tuple[float, list[RawFlow], Counters]:
         """Swap the active counter map and drain the other one.
@@ -375,6 +407,7 @@ class Collector:
             sock_info_full=d[s.SOCK_INFO_FULL],
             proc_info_full=d[s.PROC_INFO_FULL],
             peek_skipped=d[s.PEEK_SKIPPED],
+            events_lost=d[s.EVENTS_LOST],
         )
 
     def sock_facts(self, cookie: int) -> SockFacts | None:

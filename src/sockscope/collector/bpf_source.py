@@ -8,13 +8,20 @@ from sockscope.bpf.loader import Collector, CollectorOptions, HookStatus, cgroup
 from sockscope.collector.aggregate import build_processes
 from sockscope.collector.cgroups import CgroupPaths
 from sockscope.collector.identity import ProcessIdentity, ProcessResolver
+from sockscope.collector.lifecycle import LifecycleTracker
 from sockscope.collector.model import Interval, SockFacts
 from sockscope.collector.source import Source
 
 
 class BpfSource(Source):
-    def __init__(self, options: CollectorOptions | None = None, resolver: ProcessResolver | None = None) -> None:
+    def __init__(
+        self,
+        options: CollectorOptions | None = None,
+        resolver: ProcessResolver | None = None,
+        udp_idle: float = 60.0,
+    ) -> None:
         self.collector = Collector(options)
+        self.lifecycle = LifecycleTracker(udp_idle=udp_idle)
         self.resolver = resolver or ProcessResolver(cgroups=CgroupPaths(cgroup2_root()))
         # Last facts seen per socket: a socket evicted from the kernel's LRU map keeps its endpoints.
         self._socks: dict[int, SockFacts] = {}
@@ -40,9 +47,21 @@ class BpfSource(Source):
         return self.resolver.resolve(self.collector.proc_facts(tgid), tgid)
 
     def read(self) -> Interval:
+        events = self.collector.read_events()  # first: a close read now has all its bytes in this drain
         elapsed, flows, counters = self.collector.read_flows()
         ts = time.time()
-        processes = build_processes(flows, self._sock, self._identity)
+        # pid 0: bytes moved in no process's context (kernel threads' own sockets show as those threads).
+        orphans = [f for f in flows if f.tgid == 0]
+        processes = build_processes([f for f in flows if f.tgid != 0], self._sock, self._identity)
         if len(self._socks) > 200_000:  # bound the fallback cache; the kernel map is the real store
             self._socks.clear()
-        return Interval(ts=ts, interval=elapsed, processes=processes, counters=counters)
+        iv = Interval(
+            ts=ts,
+            interval=elapsed,
+            processes=processes,
+            counters=counters,
+            unattributed_tx=sum(f.tx_bytes for f in orphans),
+            unattributed_rx=sum(f.rx_bytes for f in orphans),
+        )
+        iv.lifecycle = self.lifecycle.update(iv, events)
+        return iv

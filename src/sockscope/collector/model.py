@@ -8,6 +8,10 @@ No ctypes here: fakes and tests build these directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sockscope.collector.lifecycle import LifeEvent
 
 NO_ADDR = bytes(16)
 
@@ -70,6 +74,25 @@ class Counters:
     sock_info_full: int = 0
     proc_info_full: int = 0
     peek_skipped: int = 0
+    events_lost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnEvent:
+    """A TCP connection opened or closed (from the kernel's ring buffer)."""
+
+    kind: str  # "open" | "close"
+    ts_ns: int  # CLOCK_BOOTTIME
+    cookie: int
+    family: int
+    laddr: bytes
+    lport: int
+    raddr: bytes
+    rport: int
+    netns: int = 0
+    owner_tgid: int = 0
+    initiator: int = 0
+    open_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -123,6 +146,9 @@ class Interval:
     interval: float  # its length in seconds
     processes: list[ProcessSample]
     counters: Counters = field(default_factory=Counters)
+    lifecycle: list[LifeEvent] = field(default_factory=list)  # connections opened / ended
+    unattributed_tx: int = 0  # bytes counted in no process's context (pid 0)
+    unattributed_rx: int = 0
 
     @property
     def tx_bytes(self) -> int:

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from sockscope.collector.lifecycle import LifeEvent
 from sockscope.collector.model import ConnectionSample, Interval, ProcessSample
 
 FORMAT_VERSION = 1
@@ -57,6 +58,34 @@ def process_dict(p: ProcessSample) -> dict[str, Any]:
     }
 
 
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def life_dict(e: LifeEvent) -> dict[str, Any]:
+    duration = e.duration
+    return {
+        "event": e.event,
+        "proto": e.proto,
+        "family": e.family,
+        "laddr": e.laddr,
+        "lport": e.lport,
+        "raddr": e.raddr,
+        "rport": e.rport,
+        "pid": e.pid,
+        "comm": e.comm,
+        "initiator": e.initiator,
+        "start": _iso(e.start),
+        "end": _iso(e.end),
+        "duration": None if duration is None else round(duration, 6),
+        "tx_bytes": e.tx_bytes,
+        "rx_bytes": e.rx_bytes,
+        "complete": e.complete,
+        "netns": e.netns,
+        "cookie": e.cookie,
+    }
+
+
 def interval_dict(iv: Interval) -> dict[str, Any]:
     c = iv.counters
     return {
@@ -66,12 +95,15 @@ def interval_dict(iv: Interval) -> dict[str, Any]:
         "interval": round(iv.interval, 6),
         "tx_bytes": iv.tx_bytes,
         "rx_bytes": iv.rx_bytes,
+        "unattributed": {"tx_bytes": iv.unattributed_tx, "rx_bytes": iv.unattributed_rx},
         "processes": [process_dict(p) for p in iv.processes],
+        "lifecycle": [life_dict(e) for e in iv.lifecycle],
         "dropped": {
             "events": c.dropped_events,
             "bytes": c.dropped_bytes,
             "socket_facts": c.sock_info_full,
             "process_facts": c.proc_info_full,
+            "lifecycle_events": c.events_lost,
         },
         "peek_skipped": c.peek_skipped,
     }

@@ -1,0 +1,181 @@
+"""Connection lifecycles, like tcplife: TCP from the kernel's open/close events,
+UDP as flows per (process, socket, peer) that end after an idle timeout.
+
+Pure: fed one interval and the events read just before it; returns what
+opened and what ended. A TCP close is reported one interval after its event, so
+bytes read after the kernel's CLOSE (queued data) still fold into its totals.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sockscope.collector.addresses import addr_text, wire_family
+from sockscope.collector.model import ConnEvent, Interval
+
+INITIATORS = {1: "local", 2: "remote"}
+TCP_FORGET_IDLE = 3600.0  # a TCP record with no close event and no bytes for this long is let go
+
+
+def boot_ns_to_wall(ts_ns: int) -> float:
+    """CLOCK_BOOTTIME nanoseconds (the kernel's timestamps) to Unix time."""
+    return time.time() - (time.clock_gettime_ns(time.CLOCK_BOOTTIME) - ts_ns) / 1e9
+
+
+@dataclass(slots=True)
+class LifeEvent:
+    event: str  # "tcp_open" | "tcp_close" | "udp_end"
+    proto: str
+    family: int
+    laddr: str | None
+    lport: int | None
+    raddr: str | None
+    rport: int | None
+    pid: int | None
+    comm: str | None
+    start: float | None  # Unix time; for UDP the interval in which the first datagram moved
+    end: float | None
+    tx_bytes: int
+    rx_bytes: int
+    complete: bool  # the start was seen (not a connection older than sockscope)
+    initiator: str | None = None
+    netns: int = 0
+    cookie: int = 0
+
+    @property
+    def duration(self) -> float | None:
+        if self.start is None or self.end is None:
+            return None
+        return max(0.0, self.end - self.start)
+
+
+@dataclass(slots=True)
+class _Conn:
+    proto: str
+    family: int
+    laddr: str | None
+    lport: int | None
+    raddr: str | None
+    rport: int | None
+    netns: int
+    cookie: int
+    start: float | None = None
+    last: float = 0.0
+    complete: bool = False
+    initiator: str | None = None
+    tx: int = 0
+    rx: int = 0
+    closed: float | None = None
+    owner: int | None = None
+    bytes_by_pid: dict[int, int] = field(default_factory=dict)
+    comms: dict[int, str] = field(default_factory=dict)
+
+    def pid(self) -> int | None:
+        if self.bytes_by_pid:
+            return max(self.bytes_by_pid.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+        return self.owner
+
+    def life(self, event: str, end: float | None) -> LifeEvent:
+        pid = self.pid()
+        return LifeEvent(
+            event=event,
+            proto=self.proto,
+            family=self.family,
+            laddr=self.laddr,
+            lport=self.lport,
+            raddr=self.raddr,
+            rport=self.rport,
+            pid=pid,
+            comm=self.comms.get(pid) if pid is not None else None,
+            start=self.start,
+            end=end,
+            tx_bytes=self.tx,
+            rx_bytes=self.rx,
+            complete=self.complete,
+            initiator=self.initiator,
+            netns=self.netns,
+            cookie=self.cookie,
+        )
+
+
+UdpKey = tuple[int, int, str | None, int | None]
+
+
+class LifecycleTracker:
+    def __init__(self, udp_idle: float = 60.0, to_wall: Callable[[int], float] = boot_ns_to_wall) -> None:
+        if udp_idle <= 0:
+            raise ValueError("udp_idle must be > 0 seconds")
+        self.udp_idle = udp_idle
+        self._to_wall = to_wall
+        self._tcp: dict[int, _Conn] = {}
+        self._udp: dict[UdpKey, _Conn] = {}
+
+    def __len__(self) -> int:
+        return len(self._tcp) + len(self._udp)
+
+    def update(self, iv: Interval, events: list[ConnEvent]) -> list[LifeEvent]:
+        out: list[LifeEvent] = []
+        begin = iv.ts - iv.interval
+        self._add_bytes(iv, begin)
+        # Closes seen last time, now with every byte of theirs.
+        for cookie in [c for c, t in self._tcp.items() if t.closed is not None]:
+            t = self._tcp.pop(cookie)
+            out.append(t.life("tcp_close", t.closed))
+        for e in events:
+            out += self._apply(e)
+        for key in [k for k, u in self._udp.items() if iv.ts - u.last >= self.udp_idle]:
+            u = self._udp.pop(key)
+            out.append(u.life("udp_end", u.last))
+        for cookie in [c for c, t in self._tcp.items() if t.closed is None and iv.ts - t.last >= TCP_FORGET_IDLE]:
+            del self._tcp[cookie]
+        return out
+
+    def _add_bytes(self, iv: Interval, begin: float) -> None:
+        for p in iv.processes:
+            for c in p.connections:
+                if c.proto == "tcp":
+                    t = self._tcp.get(c.cookie)
+                    if t is None:
+                        t = self._tcp[c.cookie] = _Conn(
+                            "tcp", c.family, c.laddr, c.lport, c.raddr, c.rport, c.netns, c.cookie, last=iv.ts
+                        )
+                elif c.proto == "udp":
+                    key = (p.pid, c.cookie, c.raddr, c.rport)
+                    t = self._udp.get(key)
+                    if t is None:
+                        t = self._udp[key] = _Conn(
+                            "udp", c.family, c.laddr, c.lport, c.raddr, c.rport, c.netns, c.cookie, start=begin,
+                            complete=True,
+                        )  # fmt: skip
+                else:
+                    continue
+                t.tx += c.tx_bytes
+                t.rx += c.rx_bytes
+                t.last = iv.ts
+                t.bytes_by_pid[p.pid] = t.bytes_by_pid.get(p.pid, 0) + c.tx_bytes + c.rx_bytes
+                t.comms[p.pid] = p.comm
+
+    def _apply(self, e: ConnEvent) -> list[LifeEvent]:
+        t = self._tcp.get(e.cookie)
+        family, _ = wire_family(e.family, e.laddr, e.raddr)
+        if t is None:
+            t = self._tcp[e.cookie] = _Conn(
+                "tcp", family, None, None, None, None, e.netns, e.cookie, last=self._to_wall(e.ts_ns)
+            )
+        # The kernel's endpoints, captured when the connection opened, are the reference.
+        t.family, t.laddr, t.lport = family, addr_text(e.laddr), e.lport
+        t.raddr, t.rport, t.netns = addr_text(e.raddr), e.rport, e.netns
+        t.initiator = INITIATORS.get(e.initiator, t.initiator)
+        if e.owner_tgid:
+            t.owner = e.owner_tgid
+        if e.kind == "open":
+            t.start = self._to_wall(e.open_ns or e.ts_ns)
+            t.complete = True
+            return [t.life("tcp_open", None)]
+        if e.open_ns and t.start is None:
+            t.start = self._to_wall(e.open_ns)
+            t.complete = True
+        t.closed = self._to_wall(e.ts_ns)
+        return []
