@@ -18,6 +18,7 @@ import pytest
 
 from sockscope.bpf.loader import cgroup2_root
 from sockscope.collector.bpf_source import BpfSource
+from sockscope.collector.lifecycle import LifeEvent
 from tests.kernel.conftest import REPO, Netns, Tally, Traffic, drain
 
 
@@ -412,7 +413,7 @@ def test_parent_of_a_helper_process(source: BpfSource, netns: Netns) -> None:
 
 
 def test_tcp_lifecycle_opened_and_closed_between_reads(source: BpfSource, netns: Netns) -> None:
-    tally, cli, srv, c_done, s_done = tcp(source, netns, reply=70_001, client=("--send", "30003"))
+    tally, cli, srv, _, _ = tcp(source, netns, reply=70_001, client=("--send", "30003"))
     events = tally.life + source.read().lifecycle  # a close is reported one read after its event
     closes = {(e.pid, e.initiator): e for e in events if e.event == "tcp_close" and e.pid in (cli.pid, srv.pid)}
     opens = {(e.pid, e.initiator) for e in events if e.event == "tcp_open" and e.pid in (cli.pid, srv.pid)}
@@ -429,8 +430,8 @@ def test_udp_flow_ends_after_idle_timeout(netns: Netns) -> None:
     src = BpfSource(udp_idle=1.0)
     src.start()
     try:
-        tally, cli, srv, c_done, s_done = udp(src, netns, count=20, size=50, reply=5)
-        ended = []
+        _, cli, _, _, _ = udp(src, netns, count=20, size=50, reply=5)
+        ended: list[LifeEvent] = []
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any(e.pid == cli.pid for e in ended):
             time.sleep(0.5)
