@@ -51,12 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     doc = sub.add_parser("doctor", help="what this kernel allows and which hooks attach")
     doc.add_argument("--json", action="store_true", help="machine-readable report")
+    doc.add_argument(
+        "--check",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="also count for SECONDS and reconcile with the interfaces' own byte counters (/proc/net/dev)",
+    )
 
     top = sub.add_parser("top", help="live traffic per process and connection")
     top.add_argument("--json", action="store_true", help="one JSON object per interval on its own line")
     top.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS", help="default 1")
     top.add_argument("--count", type=_positive_int, default=None, metavar="N", help="stop after N intervals")
     top.add_argument("--bits", action="store_true", help="rates in bits per second (table only)")
+    top.add_argument(
+        "--udp-idle",
+        type=_positive_float,
+        default=CollectorOptions.udp_idle,
+        metavar="SECONDS",
+        help="a UDP flow ends after this long without traffic (default 60)",
+    )
     top.add_argument(
         "--max-flows",
         type=_positive_int,
@@ -93,7 +106,7 @@ def run_top(
     factory: SourceFactory = _bpf_source,
     stop: _Stop | None = None,
 ) -> int:
-    options = CollectorOptions(max_flows=args.max_flows)
+    options = CollectorOptions(max_flows=args.max_flows, udp_idle=args.udp_idle)
     source = factory(options)
     stop = stop or _Stop()
     source.start()
@@ -122,14 +135,27 @@ def _emit(iv: Interval, args: argparse.Namespace, out: TextIO) -> None:
     out.flush()
 
 
-def run_doctor(args: argparse.Namespace, out: TextIO) -> int:
+def run_doctor(args: argparse.Namespace, out: TextIO, factory: SourceFactory = _bpf_source) -> int:
     from sockscope import doctor
 
     report = doctor.diagnose()
+    check = None
+    if args.check and report.ok:
+        source = factory(CollectorOptions())
+        source.start()
+        try:
+            check = doctor.reconcile(source, args.check)
+        finally:
+            source.close()
     if args.json:
-        out.write(json.dumps(report.as_dict(), indent=2) + "\n")
+        d = report.as_dict()
+        if check is not None:
+            d["check"] = check.as_dict()
+        out.write(json.dumps(d, indent=2) + "\n")
     else:
         out.write(doctor.render(report) + "\n")
+        if check is not None:
+            out.write("\n" + doctor.render_check(check) + "\n")
     return 0 if report.ok else 1
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
-from tests.kernel.conftest import SOCKSCOPE
+from tests.kernel.conftest import SOCKSCOPE, Netns, Traffic
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
 
@@ -55,3 +56,23 @@ def test_without_privileges_one_paragraph_no_traceback() -> None:
         out = res.stderr + res.stdout
         assert "Traceback" not in out
         assert "CAP_BPF" in out and "root" in out
+
+
+def test_doctor_check_reconciles_with_the_interfaces(netns: Netns) -> None:
+    doctor = subprocess.Popen([SOCKSCOPE, "doctor", "--json", "--check", "3"], stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # loaded and counting by now
+    srv = Traffic("ss-chk-srv", "tcp-server", "--bind", netns.peer4, prefix=netns.exec_prefix())
+    try:
+        port = srv.line()["port"]
+        Traffic("ss-chk-cli", "tcp-client", "--host", netns.peer4, "--port", str(port), "--send", "3000000").wait()
+        srv.wait()
+    finally:
+        srv.kill()
+    out, _ = doctor.communicate(timeout=60)
+    assert doctor.returncode == 0
+    check = json.loads(out)["check"]
+    veth = check["interfaces"][netns.host_if]
+    # Over the veth: at least the payload, plus headers; sockscope attributed at least the payload.
+    assert 3_000_000 <= veth["tx_bytes"] < 3_000_000 * 1.2
+    assert check["attributed_tx"] >= 3_000_000
+    assert check["dropped_events"] == 0

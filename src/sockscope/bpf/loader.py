@@ -72,6 +72,7 @@ class CollectorOptions:
     capture_args: bool = True
     object_path: str | None = None
     count_groups: tuple[str, ...] = tuple(g.name for g in COUNT_GROUPS)  # in order of preference
+    udp_idle: float = 60.0  # seconds without traffic that end a UDP flow (user space)
 
 
 class CollectorError(RuntimeError):

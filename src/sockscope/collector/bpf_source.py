@@ -18,10 +18,9 @@ class BpfSource(Source):
         self,
         options: CollectorOptions | None = None,
         resolver: ProcessResolver | None = None,
-        udp_idle: float = 60.0,
     ) -> None:
         self.collector = Collector(options)
-        self.lifecycle = LifecycleTracker(udp_idle=udp_idle)
+        self.lifecycle = LifecycleTracker(udp_idle=self.collector.options.udp_idle)
         self.resolver = resolver or ProcessResolver(cgroups=CgroupPaths(cgroup2_root()))
         # Last facts seen per socket: a socket evicted from the kernel's LRU map keeps its endpoints.
         self._socks: dict[int, SockFacts] = {}
