@@ -376,7 +376,8 @@ static __always_inline int ss_unconnected_udp(__u16 family, __u16 protocol, __u8
  * (sock_recv_length misses splice). ss_rxseq holds where the count stopped. */
 struct ss_rxseq {
 	__u32 copied_seq;
-	__u32 fin_seen; /* the FIN's sequence number was taken off once */
+	__u16 fin_seen; /* the FIN's sequence number was taken off once */
+	__u16 valid;    /* copied_seq is set (storage is created zeroed) */
 };
 
 struct {
@@ -397,6 +398,7 @@ static __always_inline void ss_rxseq_start(struct sock *sk)
 	if (st) {
 		st->copied_seq = tp->copied_seq;
 		st->fin_seen = 0;
+		st->valid = 1;
 	}
 }
 
@@ -431,12 +433,8 @@ int BPF_PROG(ss_tp_recv, struct sock *sk, int ret, int flags)
 		return 0;
 	}
 	protocol = sk->sk_protocol;
-	if (family != AF_PACKET && protocol == IPPROTO_TCP && sk->sk_type == SOCK_STREAM) {
-		if (bpf_sk_storage_get(&ss_rxseq, sk, 0, 0))
-			return 0; /* counted at tcp_rcv_space_adjust */
-		/* A connection older than sockscope: count this call, follow copied_seq from here. */
-		ss_rxseq_start(sk);
-	}
+	if (protocol == IPPROTO_TCP && family != AF_PACKET)
+		return 0; /* counted at tcp_rcv_space_adjust, which also sees splice() */
 	__u8 state = sk->__sk_common.skc_state;
 
 	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_RX);
@@ -446,16 +444,24 @@ int BPF_PROG(ss_tp_recv, struct sock *sk, int ret, int flags)
 SEC("tp_btf/tcp_rcv_space_adjust")
 int BPF_PROG(ss_tp_rcvspace, struct sock *sk)
 {
-	struct ss_rxseq *st = bpf_sk_storage_get(&ss_rxseq, sk, 0, 0);
+	struct ss_rxseq *st;
 	struct tcp_sock *tp;
 	__u32 seq, delta;
 
-	if (!st)
-		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return 0;
+	st = bpf_sk_storage_get(&ss_rxseq, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 0;
 	seq = tp->copied_seq;
+	if (!st->valid) {
+		/* Open before sockscope started (or the open was missed): follow it from here on.
+		 * The bytes of the read under way are not known, so not counted. */
+		st->copied_seq = seq;
+		st->valid = 1;
+		return 0;
+	}
 	delta = seq - st->copied_seq; /* u32: sequence wrap is fine */
 	if (delta == 0 || delta > (1U << 30))
 		return 0;
