@@ -433,7 +433,7 @@ int BPF_PROG(ss_tp_recv, struct sock *sk, int ret, int flags)
 		return 0;
 	}
 	protocol = sk->sk_protocol;
-	if (protocol == IPPROTO_TCP && family != AF_PACKET)
+	if (ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET)
 		return 0; /* counted at tcp_rcv_space_adjust, which also sees splice() */
 	__u8 state = sk->__sk_common.skc_state;
 
@@ -653,6 +653,8 @@ int BPF_PROG(ss_tp_state, const struct sock *sk, const int oldstate, const int n
 		/* connect() runs in the caller's context: that process opened it. */
 		si.initiator = SS_INIT_LOCAL;
 		si.owner_tgid = bpf_get_current_pid_tgid() >> 32;
+		/* It may never call send (a splice() reader): name it now. */
+		ss_note_proc(si.owner_tgid);
 	} else if (oldstate == TCP_SYN_RECV || newstate == TCP_SYN_RECV) {
 		si.initiator = SS_INIT_REMOTE;
 	}

@@ -122,8 +122,9 @@ struct ss_stats {
 
 /* Settings written into .rodata by the loader before load. */
 struct ss_config {
-	__u32 capture_args;  /* copy argv into ss_proc_info */
-	__u32 pad;
+	__u32 capture_args;   /* copy argv into ss_proc_info */
+	__u32 tcp_rx_by_seq;  /* TCP receives counted from copied_seq at tcp_rcv_space_adjust (sees
+			       * splice()); else by sock_recv_length alone (cheaper, blind to splice) */
 };
 
 #endif /* SOCKSCOPE_H */

@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--count", type=_positive_int, default=None, metavar="N", help="stop after N intervals")
     top.add_argument("--bits", action="store_true", help="rates in bits per second (table only)")
     top.add_argument(
+        "--no-splice",
+        action="store_true",
+        help="count TCP receives at sock_recv_length only: one program less per TCP read, splice() reads unseen",
+    )
+    top.add_argument(
         "--udp-idle",
         type=_positive_float,
         default=CollectorOptions.udp_idle,
@@ -106,7 +111,7 @@ def run_top(
     factory: SourceFactory = _bpf_source,
     stop: _Stop | None = None,
 ) -> int:
-    options = CollectorOptions(max_flows=args.max_flows, udp_idle=args.udp_idle)
+    options = CollectorOptions(max_flows=args.max_flows, udp_idle=args.udp_idle, splice=not args.no_splice)
     source = factory(options)
     stop = stop or _Stop()
     source.start()

@@ -143,6 +143,26 @@ def test_burst_of_short_lived_processes(source: BpfSource) -> None:
     assert tally.procs[os.getpid()]["rx"] == sum(sizes.values())
 
 
+def test_without_splice_counting_tcp_is_still_exact() -> None:
+    src = BpfSource(CollectorOptions(splice=False))
+    src.start()
+    try:
+        assert not any(h.program == "ss_tp_rcvspace" for h in src.hooks)
+        server = Traffic("ss-ns-srv", "tcp-server", "--bind", "::1", "--reply", "1234567")
+        try:
+            port = server.line()["port"]
+            client = Traffic("ss-ns-cli", "tcp-client", "--host", "::1", "--port", str(port), "--send", "7654321")
+            c_done, s_done = client.wait(), server.wait()
+        finally:
+            server.kill()
+        tally = Tally()
+        drain(src, tally)
+    finally:
+        src.close()
+    assert (tally.procs[client.pid]["tx"], tally.procs[client.pid]["rx"]) == (c_done["tx"], c_done["rx"])
+    assert (tally.procs[server.pid]["tx"], tally.procs[server.pid]["rx"]) == (s_done["tx"], s_done["rx"])
+
+
 def test_reads_during_a_transfer_lose_nothing(source: BpfSource) -> None:
     size = 400_000_000  # long enough for many reads, even at loopback speed
     server = Traffic("ss-big-srv", "tcp-server", "--bind", "127.0.0.1", "--reply", "0")

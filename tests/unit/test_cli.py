@@ -35,8 +35,8 @@ def test_options_reach_the_source() -> None:
         seen.append(opts)
         return FakeSource([])
 
-    cli.run_top(args("--count", "1", "--max-flows", "77", "--udp-idle", "5"), io.StringIO(), factory)
-    assert (seen[0].max_flows, seen[0].udp_idle) == (77, 5.0)
+    cli.run_top(args("--count", "1", "--max-flows", "77", "--udp-idle", "5", "--no-splice"), io.StringIO(), factory)
+    assert (seen[0].max_flows, seen[0].udp_idle, seen[0].splice) == (77, 5.0, False)
 
 
 def test_stop_signal_emits_a_final_interval() -> None:

@@ -131,7 +131,7 @@ class Stats(ctypes.Structure):
 class Config(ctypes.Structure):
     _fields_ = [
         ("capture_args", c_uint32),
-        ("pad", c_uint32),
+        ("tcp_rx_by_seq", c_uint32),
     ]
 
 

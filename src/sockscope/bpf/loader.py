@@ -73,6 +73,9 @@ class CollectorOptions:
     object_path: str | None = None
     count_groups: tuple[str, ...] = tuple(g.name for g in COUNT_GROUPS)  # in order of preference
     udp_idle: float = 60.0  # seconds without traffic that end a UDP flow (user space)
+    # Count TCP receives where copied_seq advances: exact for splice() too, one more program
+    # per TCP read. Off: sock_recv_length alone, cheaper, splice() reads from TCP unseen.
+    splice: bool = True
 
 
 class CollectorError(RuntimeError):
@@ -155,6 +158,8 @@ class Collector:
 
     def _open(self, programs: set[str]) -> libbpf.Object:
         obj = libbpf.Object(self._object_path())
+        if not self.options.splice:
+            programs = programs - {"ss_tp_rcvspace"}
         try:
             for prog in obj.programs():
                 prog.set_autoload(prog.name in programs)
@@ -162,7 +167,7 @@ class Collector:
                 obj.map(name).set_max_entries(self.options.max_flows)
             obj.map("ss_socks").set_max_entries(self.options.max_sockets)
             obj.map("ss_procs").set_max_entries(self.options.max_processes)
-            cfg = abi.Config(capture_args=int(self.options.capture_args))
+            cfg = abi.Config(capture_args=int(self.options.capture_args), tcp_rx_by_seq=int(self.options.splice))
             obj.map(".rodata").write_initial_value(bytes(cfg))
             obj.load()
         except BaseException:
@@ -175,6 +180,8 @@ class Collector:
         byname = {p.name: p for p in obj.programs()}
         for name in group.programs:
             prog = byname[name]
+            if not prog.autoload:  # left out by an option
+                continue
             try:
                 if group.cgroup:
                     if cgroup_fd is None:

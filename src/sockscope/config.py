@@ -1,0 +1,665 @@
+"""The daemon's configuration: a TOML file, then `-o section.key=value` overrides from the command line.
+
+Every key is optional (`dump_defaults()` shows them all). Anything unknown, mistyped or impossible is refused
+with a `ConfigError` naming the file, the line and the key: a typo must never quietly fall back to a default.
+The file is validated on its own first, so a file that only works together with some command line is refused
+too; the overrides are then applied on top of it and validated the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from difflib import get_close_matches
+from typing import TypeGuard, TypeVar
+
+DEFAULT_PATH = "/etc/sockscope/config.toml"
+COMMAND_LINE = "<command line>"  # stands in for file:line in errors about -o overrides
+
+_T = TypeVar("_T")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. The message is `FILE[:LINE]: [KEY: ]PROBLEM`."""
+
+    def __init__(self, path: str, line: int | None, key: str | None, problem: str) -> None:
+        self.path = path
+        self.line = line
+        self.key = key
+        self.problem = problem
+        where = path if line is None else f"{path}:{line}"
+        super().__init__(f"{where}: {problem}" if key is None else f"{where}: {key}: {problem}")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """`interval`: seconds between reads/writes; `database`: where the history is stored."""
+
+    interval: float
+    database: str
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """Seconds each resolution is kept."""
+
+    raw: float
+    minute: float
+    hour: float
+
+
+@dataclass(frozen=True)
+class IgnoreConfig:
+    """Traffic that is not stored."""
+
+    processes: frozenset[str]
+    ports: frozenset[int]
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    def matches(self, comm: str, exe: str | None, lport: int | None, rport: int | None, raddr: str | None) -> bool:
+        """True if the process (comm, or basename of exe), either port, or the remote address is ignored.
+
+        An unparsable `raddr` matches no network; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) is matched as
+        the IPv4 address it stands for.
+        """
+        if comm in self.processes:
+            return True
+        if exe is not None and self.processes:
+            name = exe.rsplit("/", 1)[-1]
+            # /proc/PID/exe reads "/usr/sbin/nginx (deleted)" once a package upgrade replaced the binary.
+            name = name.removesuffix(" (deleted)")
+            if name in self.processes:
+                return True
+        if self.ports and (lport in self.ports or rport in self.ports):
+            return True
+        if raddr and self.networks:
+            addr = _ip(raddr)
+            return addr is not None and any(addr in net for net in self.networks)
+        return False
+
+
+@dataclass(frozen=True)
+class UdpConfig:
+    """`idle_timeout`: seconds without traffic that end a UDP flow."""
+
+    idle_timeout: float
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """`max_flows`: distinct (socket, process, peer) entries per interval before events are dropped."""
+
+    max_flows: int
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig
+    retention: RetentionConfig
+    ignore: IgnoreConfig
+    udp: UdpConfig
+    collector: CollectorConfig
+
+    @classmethod
+    def default(cls) -> Config:
+        return _build(_Values({}, frozenset(), None))
+
+
+@functools.lru_cache(maxsize=4096)  # matches() runs for every flow of every interval, with few distinct peers
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+# --- the schema: defaults as written in TOML, so that dump_defaults() and Config.default() cannot drift apart
+
+
+@dataclass(frozen=True)
+class _Key:
+    default: object
+    comment: str
+
+
+@dataclass(frozen=True)
+class _Section:
+    comment: str
+    keys: dict[str, _Key]
+
+
+_SECTIONS: dict[str, _Section] = {
+    "daemon": _Section(
+        "",
+        {
+            "interval": _Key(1.0, "seconds between reads/writes, > 0 and <= 3600"),
+            "database": _Key("/var/lib/sockscope/sockscope.db", "where the history is stored"),
+        },
+    ),
+    "retention": _Section(
+        "how long each resolution is kept",
+        {
+            "raw": _Key("2d", 'seconds, or a duration: "90s", "10m", "2h", "2d", "1w"'),
+            "minute": _Key("30d", ""),
+            "hour": _Key("730d", "must be raw <= minute <= hour, each > 0"),
+        },
+    ),
+    "ignore": _Section(
+        "traffic not stored",
+        {
+            "processes": _Key([], "comm or executable basename, exact match"),
+            "ports": _Key([], "1..65535, local or remote port"),
+            "addresses": _Key([], 'remote IP addresses or CIDR networks, e.g. "10.0.0.0/8", "fd00::/8"'),
+        },
+    ),
+    "udp": _Section("", {"idle_timeout": _Key(60, "seconds (or a duration) without traffic that end a flow, > 0")}),
+    "collector": _Section(
+        "", {"max_flows": _Key(16384, "distinct (socket, process, peer) entries per interval, >= 16")}
+    ),
+}
+
+_MAX_FLOWS_LIMIT = 2**32 - 1  # a BPF map's max_entries is a u32
+
+
+# --- values
+
+
+class _Problem(ValueError):
+    """A value is wrong; whoever catches it knows where the value came from."""
+
+    def __init__(self, problem: str, key: str | None = None) -> None:
+        super().__init__(problem if key is None else f"{key}: {problem}")
+        self.problem = problem
+
+
+def _show(value: object) -> str:
+    """A value as TOML would spell it, for error messages."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, list):
+        text = "[" + ", ".join(_show(v) for v in value) + "]"
+    elif isinstance(value, dict):
+        text = "a table"
+    else:
+        text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    # TOML true/false arrive as Python bools, which are ints: a number here means a real number.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _as_float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # tomllib reads integers of any size
+        return math.inf
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION_EXPECTED = 'expected a duration like "2d" or a number of seconds'
+
+
+def _duration(value: object) -> float:
+    if isinstance(value, str):
+        m = _DURATION.fullmatch(value)
+        if m is None:
+            raise _Problem(f"{_DURATION_EXPECTED}, got {_show(value)}")
+        seconds = float(m[1]) * _UNITS[m[2]]
+    elif _is_number(value):
+        seconds = _as_float(value)
+    else:
+        raise _Problem(f"{_DURATION_EXPECTED}, got {_show(value)}")
+    if not math.isfinite(seconds):
+        raise _Problem(f"must be a finite duration, got {_show(value)}")
+    if seconds <= 0:
+        raise _Problem(f"must be > 0, got {_show(value)}")
+    return seconds
+
+
+def parse_duration(value: object, key: str) -> float:
+    """Seconds from a number of seconds (int or float) or a string with a unit: "90s", "10m", "1.5h", "2d", "1w".
+
+    Raises ValueError (message "KEY: PROBLEM") unless the result is finite and > 0; bools are not numbers.
+    """
+    try:
+        return _duration(value)
+    except _Problem as e:
+        raise _Problem(e.problem, key) from None
+
+
+def _fmt_seconds(seconds: float) -> str:
+    for unit, size in _UNITS.items():
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _interval(value: object) -> float:
+    if not _is_number(value):
+        raise _Problem(f"expected a number of seconds, got {_show(value)}")
+    seconds = _as_float(value)
+    if not 0 < seconds <= 3600:
+        raise _Problem(f"must be > 0 and <= 3600 seconds, got {_show(value)}")
+    return seconds
+
+
+def _database(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Problem(f"expected a path (a string), got {_show(value)}")
+    if not value:
+        raise _Problem("must not be empty")
+    if "\0" in value:
+        raise _Problem(f"a path cannot contain a NUL character, got {_show(value)}")
+    return value
+
+
+def _items(value: object, what: str) -> list[object]:
+    if not isinstance(value, list):
+        raise _Problem(f"expected a list of {what}, got {_show(value)}")
+    return value
+
+
+def _processes(value: object) -> frozenset[str]:
+    names: set[str] = set()
+    for n, item in enumerate(_items(value, "process names (strings)"), 1):
+        if not isinstance(item, str) or not item:
+            raise _Problem(f"item {n}: expected a process name (a non-empty string), got {_show(item)}")
+        names.add(item)
+    return frozenset(names)
+
+
+def _ports(value: object) -> frozenset[int]:
+    ports: set[int] = set()
+    for n, item in enumerate(_items(value, "port numbers"), 1):
+        if not isinstance(item, int) or isinstance(item, bool) or not 1 <= item <= 65535:
+            raise _Problem(f"item {n}: expected a port number 1..65535, got {_show(item)}")
+        ports.add(item)
+    return frozenset(ports)
+
+
+_NETWORK_EXPECTED = 'expected an IP address or CIDR network like "10.0.0.0/8" or "fd00::/8"'
+
+
+def _networks(value: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    nets: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, None] = {}
+    for n, item in enumerate(_items(value, "IP addresses or networks (strings)"), 1):
+        if not isinstance(item, str):  # ip_network() would take an int as an address
+            raise _Problem(f"item {n}: {_NETWORK_EXPECTED}, got {_show(item)}")
+        try:
+            nets[ipaddress.ip_network(item)] = None
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise _Problem(f"item {n}: {_NETWORK_EXPECTED}, got {_show(item)}") from None
+            # 10.0.0.1/8 is more likely a typo than a wish for 10.0.0.0/8: ask rather than guess.
+            raise _Problem(f"item {n}: {_show(item)} has host bits set; did you mean {_show(str(loose))}?") from None
+    return tuple(nets)
+
+
+def _max_flows(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Problem(f"expected a whole number, got {_show(value)}")
+    if not 16 <= value <= _MAX_FLOWS_LIMIT:
+        raise _Problem(f"must be >= 16 and <= {_MAX_FLOWS_LIMIT}, got {value}")
+    return value
+
+
+# --- where values come from
+
+
+@dataclass(frozen=True)
+class _File:
+    path: str
+    text: str
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.path, locate_key(self.text, key), key, problem)
+
+
+def _cli_error(key: str, problem: str) -> ConfigError:
+    return ConfigError(COMMAND_LINE, None, key, problem)
+
+
+class _Values:
+    """Raw values for one build and where each came from: command line, file, or default."""
+
+    def __init__(self, data: Mapping[str, Mapping[str, object]], from_cli: frozenset[str], file: _File | None) -> None:
+        self.data = data
+        self.from_cli = from_cli
+        self.file = file
+
+    def rank(self, key: str) -> int:
+        """2 from the command line, 1 from the file, 0 a default: the later source is the one to blame."""
+        if key in self.from_cli:
+            return 2
+        section, name = key.split(".", 1)
+        return 1 if name in self.data.get(section, {}) else 0
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        if key in self.from_cli:
+            return _cli_error(key, problem)
+        if self.file is not None:
+            return self.file.error(key, problem)
+        return ConfigError("<defaults>", None, key, problem)
+
+    def get(self, key: str, parse: Callable[[object], _T]) -> _T:
+        section, name = key.split(".", 1)
+        raw = self.data.get(section, {}).get(name, _SECTIONS[section].keys[name].default)
+        try:
+            return parse(raw)
+        except _Problem as e:
+            raise self.error(key, e.problem) from None
+
+
+def _unknown(kind: str, name: str, known: Sequence[str], shown: Callable[[str], str], where: str) -> str:
+    close = get_close_matches(name, known, n=1)
+    hint = f", did you mean {shown(close[0])}?" if close else ""
+    return f"unknown {kind}{hint} (known{where}: {', '.join(known)})"
+
+
+def _check_shape(data: Mapping[str, object], error: Callable[[str, str], ConfigError]) -> dict[str, dict[str, object]]:
+    """Only known sections, each a table, holding only known keys."""
+    checked: dict[str, dict[str, object]] = {}
+    for section, table in data.items():
+        if section not in _SECTIONS:
+            raise error(section, _unknown("section", section, list(_SECTIONS), lambda s: f"[{s}]", ""))
+        if not isinstance(table, dict):
+            raise error(section, f"expected a table ([{section}]), got {_show(table)}")
+        known = list(_SECTIONS[section].keys)
+        for name in table:
+            if name not in known:
+                raise error(f"{section}.{name}", _unknown("key", name, known, str, f" in [{section}]"))
+        checked[section] = table
+    return checked
+
+
+def _build(v: _Values) -> Config:
+    daemon = DaemonConfig(interval=v.get("daemon.interval", _interval), database=v.get("daemon.database", _database))
+    kept = {name: v.get(f"retention.{name}", _duration) for name in ("raw", "minute", "hour")}
+    for finer, coarser in (("raw", "minute"), ("minute", "hour")):
+        if kept[coarser] < kept[finer]:
+            rule = "must be raw <= minute <= hour"
+            short, long = _fmt_seconds(kept[coarser]), _fmt_seconds(kept[finer])
+            if v.rank(f"retention.{coarser}") >= v.rank(f"retention.{finer}"):
+                problem = f"{short} is shorter than retention.{finer} ({long}); {rule}"
+                raise v.error(f"retention.{coarser}", problem)
+            raise v.error(f"retention.{finer}", f"{long} is longer than retention.{coarser} ({short}); {rule}")
+    return Config(
+        daemon=daemon,
+        retention=RetentionConfig(**kept),
+        ignore=IgnoreConfig(
+            processes=v.get("ignore.processes", _processes),
+            ports=v.get("ignore.ports", _ports),
+            networks=v.get("ignore.addresses", _networks),
+        ),
+        udp=UdpConfig(idle_timeout=v.get("udp.idle_timeout", _duration)),
+        collector=CollectorConfig(max_flows=v.get("collector.max_flows", _max_flows)),
+    )
+
+
+# --- loading
+
+
+def _read(path: str | os.PathLike[str] | None, default_path: str) -> _File | None:
+    name = default_path if path is None else os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError as e:
+        if path is None:
+            return None
+        raise ConfigError(name, None, None, f"cannot read: {e.strerror}") from e
+    except OSError as e:
+        raise ConfigError(name, None, None, f"cannot read: {e.strerror or e}") from e
+    try:
+        return _File(name, raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(name, raw.count(b"\n", 0, e.start) + 1, None, "not UTF-8 text") from e
+
+
+_TOML_AT = re.compile(r" \(at line (\d+), column (\d+)\)$")
+_TOML_AT_END = " (at end of document)"
+
+
+def _parse(file: _File) -> dict[str, dict[str, object]]:
+    try:
+        data = tomllib.loads(file.text)
+    except tomllib.TOMLDecodeError as e:
+        # Python 3.11's TOMLDecodeError has no position attributes, only this suffix on the message.
+        message, line = str(e), None
+        m = _TOML_AT.search(message)
+        if m is not None:
+            message, line = f"{message[: m.start()]} (column {m[2]})", int(m[1])
+        elif message.endswith(_TOML_AT_END):
+            message, line = message.removesuffix(_TOML_AT_END) + " (at end of file)", len(file.text.splitlines())
+        raise ConfigError(file.path, line, None, f"invalid TOML: {message}") from e
+    return _check_shape(data, file.error)
+
+
+def _override_value(text: str) -> object:
+    try:
+        parsed = tomllib.loads(f"v = {text}")
+    except tomllib.TOMLDecodeError:
+        return text  # so that -o daemon.database=/tmp/x.db needs no quotes
+    # A newline in the value could smuggle in more keys: then it was not one TOML value.
+    return parsed["v"] if parsed.keys() == {"v"} else text
+
+
+def _parse_override(text: str) -> tuple[str, str, object]:
+    key, eq, value = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not (eq and dot and section and name):
+        expected = f"expected section.key=value, e.g. daemon.interval=2, got {_show(text)}"
+        raise ConfigError(COMMAND_LINE, None, key.strip() if eq and key.strip() else None, expected)
+    return section, name, _override_value(value.strip())
+
+
+def load(
+    path: str | os.PathLike[str] | None,
+    overrides: Sequence[str] = (),
+    *,
+    default_path: str = DEFAULT_PATH,
+) -> Config:
+    """The configuration from `path` (None: `default_path`, where a missing file means all defaults), then
+    `overrides` ("section.key=value", the value in TOML or else taken as a bare string) on top.
+
+    Raises ConfigError for a file that is given but missing or unreadable, invalid TOML, unknown sections or
+    keys, wrong types, and impossible values; nothing is ever partly applied.
+    """
+    if isinstance(overrides, str):
+        raise TypeError("overrides must be a sequence of strings, not one string")
+    file = _read(path, default_path)
+    data = _parse(file) if file is not None else {}
+    config = _build(_Values(data, frozenset(), file))
+    if not overrides:
+        return config
+    merged = {section: dict(table) for section, table in data.items()}
+    from_cli: set[str] = set()
+    for text in overrides:
+        section, name, value = _parse_override(text)
+        _check_shape({section: {name: value}}, _cli_error)
+        merged.setdefault(section, {})[name] = value
+        from_cli.add(f"{section}.{name}")
+    return _build(_Values(merged, frozenset(from_cli), file))
+
+
+# --- where a key is in the text (tomllib reports no positions)
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def locate_key(text: str, key: str) -> int | None:
+    """The 1-based line of TOML `text` that sets `key` ("section.key"), or of a section's header ("section").
+
+    A line scanner, not a parser: it knows `[section]` and `[[section]]` headers, `key = value` and dotted
+    `a.b = value` lines (bare or quoted names, taken as written), and skips comments, the inside of strings
+    (also multi-line ones) and continuation lines of multi-line arrays. A key it cannot find is reported at
+    the nearest enclosing name it can: a key inside an inline table (`retention = {raw = "2d"}`) at the line
+    of `retention = `, a key that is absent at its section's header; None if not even the section is there.
+    """
+    lines = _key_lines(text)
+    parts = key.split(".")
+    while parts:
+        line = lines.get(".".join(parts))
+        if line is not None:
+            return line
+        parts.pop()
+    return None
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    table: list[str] = []
+    depth, multiline = 0, ""  # open brackets and the open multi-line string's quotes, carried across lines
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if depth or multiline:
+            depth, multiline = _scan_value(line, 0, depth, multiline)
+            continue
+        i = _skip_space(line, 0)
+        if i == len(line) or line[i] == "#":
+            continue
+        if line[i] == "[":
+            parts, _ = _read_key(line, i + (2 if line.startswith("[[", i) else 1))
+            if parts:
+                table = parts
+                _record(found, table, lineno)
+            continue
+        parts, i = _read_key(line, i)
+        i = _skip_space(line, i)
+        if parts and i < len(line) and line[i] == "=":
+            _record(found, table + parts, lineno)
+            depth, multiline = _scan_value(line, i + 1, 0, "")
+    return found
+
+
+def _record(found: dict[str, int], parts: list[str], lineno: int) -> None:
+    for n in range(1, len(parts) + 1):
+        found.setdefault(".".join(parts[:n]), lineno)
+
+
+def _skip_space(line: str, i: int) -> int:
+    while i < len(line) and line[i] in " \t\r":
+        i += 1
+    return i
+
+
+def _end_of_basic_string(line: str, i: int) -> int:
+    """Index just after the closing quote of a "..." string whose content starts at i (or the end of line)."""
+    while i < len(line):
+        if line[i] == "\\":
+            i += 2
+        elif line[i] == '"':
+            return i + 1
+        else:
+            i += 1
+    return len(line)
+
+
+def _read_key(line: str, i: int) -> tuple[list[str], int]:
+    """A bare, quoted or dotted key starting at i: its parts ([] if there is none) and the index after it."""
+    parts: list[str] = []
+    while True:
+        i = _skip_space(line, i)
+        if line.startswith('"', i):
+            end = _end_of_basic_string(line, i + 1)
+            parts.append(line[i + 1 : end - 1])
+            i = end
+        elif line.startswith("'", i):
+            end = line.find("'", i + 1)
+            if end < 0:
+                return [], i
+            parts.append(line[i + 1 : end])
+            i = end + 1
+        else:
+            m = _BARE_KEY.match(line, i)
+            if m is None:
+                return [], i
+            parts.append(m[0])
+            i = m.end()
+        i = _skip_space(line, i)
+        if not line.startswith(".", i):
+            return parts, i
+        i += 1
+
+
+def _scan_value(line: str, i: int, depth: int, multiline: str) -> tuple[int, str]:
+    """Follow a value from i to the end of the line: the bracket depth and the multi-line string left open."""
+    n = len(line)
+    while i < n:
+        if multiline:
+            if multiline == '"""' and line[i] == "\\":
+                i += 2
+            elif line.startswith(multiline, i):
+                i += 3
+                # Up to two more quotes right before the closing three belong to the string.
+                for _ in range(2):
+                    if line.startswith(multiline[0], i):
+                        i += 1
+                multiline = ""
+            else:
+                i += 1
+            continue
+        c = line[i]
+        if c == "#":
+            break
+        if line.startswith('"""', i) or line.startswith("'''", i):
+            multiline = line[i : i + 3]
+            i += 3
+        elif c == '"':
+            i = _end_of_basic_string(line, i + 1)
+        elif c == "'":
+            end = line.find("'", i + 1)
+            i = n if end < 0 else end + 1
+        else:
+            if c in "[{":
+                depth += 1
+            elif c in "]}":
+                depth = max(0, depth - 1)
+            i += 1
+    return depth, multiline
+
+
+# --- the example file
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON's escapes are a subset of TOML's basic-string escapes
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def dump_defaults() -> str:
+    """The default configuration as a commented TOML file; `load()` of it gives `Config.default()`."""
+    rows: list[tuple[str, str]] = []
+    for name, section in _SECTIONS.items():
+        rows.append(("", ""))
+        rows.append((f"[{name}]", section.comment))
+        rows.extend((f"{key} = {_toml_value(k.default)}", k.comment) for key, k in section.keys.items())
+    width = max(len(code) for code, _ in rows) + 2
+    head = [
+        f"# sockscope daemon configuration (sockscope daemon --config PATH, default {DEFAULT_PATH}).",
+        "# Every key is optional; the values below are the defaults.",
+        "# A single run can override any key: -o section.key=value, e.g. -o daemon.interval=2.",
+    ]
+    body = [f"{code:<{width}}# {comment}" if comment else code for code, comment in rows]
+    return "\n".join(head + body) + "\n"
