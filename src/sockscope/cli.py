@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import signal
 import sys
@@ -13,11 +14,13 @@ from types import FrameType
 from typing import TextIO
 
 from sockscope import __version__
+from sockscope import config as config_mod
 from sockscope.bpf.libbpf import LibbpfError, LibbpfMissing
 from sockscope.bpf.loader import CollectorError, CollectorOptions
 from sockscope.collector.model import Interval
 from sockscope.collector.source import Source
 from sockscope.output import jsonl, table
+from sockscope.store.base import GROUPINGS, StoreError
 
 SourceFactory = Callable[[CollectorOptions], Source]
 
@@ -82,6 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="distinct (socket, process, peer) entries per interval before events are dropped and counted",
     )
+    dmn = sub.add_parser("daemon", help="collect in the foreground and keep history in SQLite")
+    dmn.add_argument("--config", metavar="PATH", help=f"TOML configuration (default {config_mod.DEFAULT_PATH})")
+    dmn.add_argument("--db", metavar="PATH", help="database file (overrides daemon.database)")
+    dmn.add_argument("--interval", type=_positive_float, metavar="SECONDS", help="overrides daemon.interval")
+    dmn.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="exit by itself after this long")
+    dmn.add_argument(
+        "-o", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="any configuration key"
+    )
+
+    rep = sub.add_parser("report", help="history: who moved how much over a time range")
+    rep.add_argument("--db", metavar="PATH", help="database file (default: daemon.database from --config)")
+    rep.add_argument("--config", metavar="PATH", help=f"TOML configuration (default {config_mod.DEFAULT_PATH})")
+    rep.add_argument("--since", default="24h", metavar="WHEN", help="10m, 2h, 3d, an ISO date or time (default 24h)")
+    rep.add_argument("--until", default="now", metavar="WHEN", help="same forms (default now)")
+    rep.add_argument("--by", choices=GROUPINGS, default="process")
+    rep.add_argument("--top", type=_positive_int, metavar="N", help="only the N busiest")
+    fmt = rep.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="a JSON list of rows")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header line")
     return parser
 
 
@@ -164,11 +186,65 @@ def run_doctor(args: argparse.Namespace, out: TextIO, factory: SourceFactory = _
     return 0 if report.ok else 1
 
 
+def _config(args: argparse.Namespace, overrides: list[str]) -> config_mod.Config:
+    return config_mod.load(args.config, overrides)
+
+
+def run_daemon(args: argparse.Namespace, factory: SourceFactory = _bpf_source) -> int:
+    from sockscope.daemon import Daemon, stderr_log
+    from sockscope.store.sqlite import open_writer
+
+    overrides = list(args.set)
+    if args.db:
+        overrides.append(f"daemon.database={json.dumps(args.db)}")
+    if args.interval:
+        overrides.append(f"daemon.interval={args.interval}")
+    cfg = _config(args, overrides)
+    options = CollectorOptions(max_flows=cfg.collector.max_flows, udp_idle=cfg.udp.idle_timeout)
+    stop = _Stop()
+    stop.install()
+    daemon = Daemon(cfg, factory(options), lambda: open_writer(cfg.daemon.database, log=stderr_log))
+    return daemon.run(stop.event, args.duration)
+
+
+def run_report(args: argparse.Namespace, out: TextIO) -> int:
+    from sockscope import report_format
+    from sockscope.store.sqlite import SqliteReader
+
+    path = args.db or _config(args, []).daemon.database
+    now = time.time()
+    try:
+        since = report_format.parse_when(args.since, now)
+        until = report_format.parse_when(args.until, now)
+    except ValueError as exc:
+        print(f"sockscope report: {exc}", file=sys.stderr)
+        return 2
+    reader = SqliteReader(path)
+    try:
+        rows = reader.report(since, until, args.by, args.top)
+    finally:
+        reader.close()
+    if args.json:
+        out.write(report_format.to_json(rows, args.by) + "\n")
+    elif args.csv:
+        # CSV keeps undecodable bytes of names as they were (surrogate escapes): write them back as bytes.
+        if isinstance(out, io.TextIOWrapper):
+            out.reconfigure(errors="surrogateescape")
+        out.write(report_format.to_csv(rows, args.by))
+    else:
+        out.write(report_format.to_table(rows, args.by, since=since, until=until) + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "doctor":
             return run_doctor(args, sys.stdout)
+        if args.command == "daemon":
+            return run_daemon(args)
+        if args.command == "report":
+            return run_report(args, sys.stdout)
         stop = _Stop()
         stop.install()
         return run_top(args, sys.stdout, stop=stop)
@@ -177,6 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except LibbpfError as exc:
         print(f"sockscope: a BPF operation failed: {exc}", file=sys.stderr)
+        return 1
+    except config_mod.ConfigError as exc:
+        print(f"sockscope: configuration refused: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"sockscope: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # Reader went away (`| head`): not an error of ours.

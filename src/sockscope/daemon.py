@@ -1,0 +1,155 @@
+"""`sockscope daemon`: the collector and the only writer of the history database.
+
+Runs in the foreground (systemd Type=simple, logs to stderr). Every interval it
+reads the source and writes what moved; when the database cannot be written
+(disk full, read-only, locked) it says so once, keeps the intervals in memory
+and writes them when it can. SIGTERM/SIGINT: one last read, everything written,
+exit 0.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from sockscope.collector.model import Interval
+from sockscope.collector.source import Source
+from sockscope.config import Config
+from sockscope.store.base import HistoryWriter, Retention, StoreError, StoreUnavailable
+
+MAINTAIN_EVERY = 60.0  # seconds between roll-ups and purges
+MAX_PENDING = 86_400  # intervals kept in memory while the database cannot be written (a day at 1 s)
+
+Log = Callable[[str], None]
+
+
+def stderr_log(msg: str) -> None:
+    print(f"sockscope daemon: {msg}", file=sys.stderr, flush=True)
+
+
+def apply_ignores(iv: Interval, config: Config) -> Interval:
+    """Drop the connections the configuration says not to store, and processes left empty."""
+    ig = config.ignore
+    if not (ig.processes or ig.ports or ig.networks):
+        return iv
+    kept = []
+    for p in iv.processes:
+        conns = [c for c in p.connections if not ig.matches(p.comm, p.exe, c.lport, c.rport, c.raddr)]
+        if not conns:
+            continue
+        if len(conns) != len(p.connections):
+            p = replace(
+                p,
+                connections=conns,
+                tx_bytes=sum(c.tx_bytes for c in conns),
+                rx_bytes=sum(c.rx_bytes for c in conns),
+                tx_calls=sum(c.tx_calls for c in conns),
+                rx_calls=sum(c.rx_calls for c in conns),
+            )
+        kept.append(p)
+    return replace(iv, processes=kept)
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        source: Source,
+        open_writer: Callable[[], HistoryWriter],
+        log: Log = stderr_log,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self._open_writer = open_writer
+        self.log = log
+        self.clock = clock
+        self.writer: HistoryWriter | None = None
+        self.pending: list[Interval] = []
+        self.lost_intervals = 0
+        self._failing: str | None = None
+        self._last_maintain = 0.0
+        r = config.retention
+        self.retention = Retention(raw=r.raw, minute=r.minute, hour=r.hour)
+
+    def _flush(self) -> bool:
+        """Write what is pending; False (and a message, once) when the database refuses."""
+        try:
+            if self.writer is None:
+                self.writer = self._open_writer()
+            if self.pending:
+                self.writer.write(self.pending)
+                self.pending = []
+        except StoreUnavailable as exc:
+            if self._failing is None:
+                self.log(f"cannot write the database ({exc}); counting goes on in memory until it can")
+            self._failing = str(exc)
+            if len(self.pending) > MAX_PENDING:
+                drop = len(self.pending) - MAX_PENDING
+                self.pending = self.pending[drop:]
+                self.lost_intervals += drop
+                self.log(f"{drop} oldest intervals dropped from memory ({self.lost_intervals} in all)")
+            return False
+        if self._failing is not None:
+            self.log("database writable again: everything kept in memory is written")
+            self._failing = None
+        return True
+
+    def _maintain(self, force: bool = False) -> None:
+        now = self.clock()
+        if self.writer is None or (not force and now - self._last_maintain < MAINTAIN_EVERY):
+            return
+        try:
+            self.writer.maintain(now, self.retention)
+            self._last_maintain = now
+        except StoreUnavailable as exc:
+            self.log(f"roll-up and retention postponed: {exc}")
+
+    def step(self) -> None:
+        self.pending.append(apply_ignores(self.source.read(), self.config))
+        if self._flush():
+            self._maintain()
+
+    def run(self, stop: threading.Event, duration: float | None = None) -> int:
+        interval = self.config.daemon.interval
+        self.source.start()
+        try:
+            self._flush()  # opens (or creates) the database now, so a bad path shows at once
+            self._maintain(force=True)
+            self.log(f"counting; writing {self.config.daemon.database} every {interval:g} s")
+            started = time.monotonic()
+            deadline = started + interval
+            while True:
+                end = None if duration is None else started + duration
+                wait = deadline - time.monotonic()
+                if end is not None:
+                    wait = min(wait, end - time.monotonic())
+                stopped = stop.wait(max(0.0, wait))
+                self.step()
+                deadline += interval
+                if deadline < time.monotonic():
+                    deadline = time.monotonic() + interval
+                if stopped or (end is not None and time.monotonic() >= end):
+                    break
+        finally:
+            self.source.close()
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        # Give a refusing database a few more tries: what is still pending now is lost at exit.
+        for _ in range(5):
+            if self._flush():
+                break
+            time.sleep(1.0)
+        if self.pending:
+            self.log(f"exiting with {len(self.pending)} intervals not written: {self._failing}")
+        self._maintain(force=True)
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except StoreError as exc:
+                self.log(f"closing the database: {exc}")

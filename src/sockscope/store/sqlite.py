@@ -1,0 +1,496 @@
+"""History in SQLite: WAL mode, one writer (the daemon), any number of readers.
+
+Tables: processes and executables interned; connections per (process, socket,
+peer); traffic rows per interval holding only what moved (`samples`), rolled up
+in SQL into `minutes` and `hours` once each is complete. Roll-ups are sums of
+the finer rows, so a range gives the same totals whichever resolution answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from sockscope.collector.model import Interval
+from sockscope.report_format import ReportRow
+from sockscope.store.base import (
+    GROUPINGS,
+    HistoryReader,
+    HistoryWriter,
+    Retention,
+    SchemaTooNew,
+    StoreCorrupt,
+    StoreError,
+    StoreUnavailable,
+    plan_segments,
+)
+
+SCHEMA_VERSION = 1
+
+# Migrations: MIGRATIONS[n] takes a database from version n to n + 1.
+MIGRATIONS: dict[int, str] = {
+    0: """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE exes (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE);
+    CREATE TABLE processes (
+        id INTEGER PRIMARY KEY,
+        boot TEXT NOT NULL, pid INTEGER NOT NULL, start_ns INTEGER NOT NULL, comm TEXT NOT NULL,
+        exe_id INTEGER REFERENCES exes(id), cmdline TEXT, uid INTEGER, user TEXT, ppid INTEGER,
+        parent_comm TEXT, cgroup TEXT, unit TEXT, container TEXT, netns INTEGER,
+        first_seen REAL NOT NULL,
+        UNIQUE (boot, pid, start_ns, comm)
+    );
+    CREATE TABLE connections (
+        id INTEGER PRIMARY KEY,
+        process_id INTEGER NOT NULL REFERENCES processes(id),
+        boot TEXT NOT NULL, cookie INTEGER NOT NULL,
+        proto TEXT NOT NULL, family INTEGER, laddr TEXT, lport INTEGER, raddr TEXT, rport INTEGER,
+        netns INTEGER, counts TEXT, initiator TEXT,
+        first_seen REAL NOT NULL, last_seen REAL NOT NULL, opened REAL, closed REAL,
+        UNIQUE (process_id, cookie, raddr, rport)
+    );
+    CREATE INDEX connections_cookie ON connections (boot, cookie);
+    -- ts: interval end, Unix milliseconds
+    CREATE TABLE samples (
+        ts INTEGER NOT NULL, conn_id INTEGER NOT NULL, tx INTEGER NOT NULL, rx INTEGER NOT NULL,
+        PRIMARY KEY (ts, conn_id)
+    ) WITHOUT ROWID;
+    -- ts: start of the minute / hour, Unix seconds; process_id copied to spare a join
+    CREATE TABLE minutes (
+        ts INTEGER NOT NULL, conn_id INTEGER NOT NULL, process_id INTEGER NOT NULL,
+        tx INTEGER NOT NULL, rx INTEGER NOT NULL,
+        PRIMARY KEY (ts, conn_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE hours (
+        ts INTEGER NOT NULL, conn_id INTEGER NOT NULL, process_id INTEGER NOT NULL,
+        tx INTEGER NOT NULL, rx INTEGER NOT NULL,
+        PRIMARY KEY (ts, conn_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE intervals (
+        ts INTEGER PRIMARY KEY, length REAL NOT NULL,
+        unattributed_tx INTEGER NOT NULL, unattributed_rx INTEGER NOT NULL,
+        dropped_events INTEGER NOT NULL, dropped_bytes INTEGER NOT NULL
+    );
+    """,
+}
+
+_FULL_OR_RO = ("database or disk is full", "readonly database", "disk i/o error", "database is locked")
+
+
+def boot_id(path: str = "/proc/sys/kernel/random/boot_id") -> str:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+@contextlib.contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """sqlite3's errors as storage errors: retryable ones apart from the rest."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        text = str(exc).lower()
+        if any(k in text for k in _FULL_OR_RO):
+            raise StoreUnavailable(f"{what}: {exc}") from exc
+        if "not a database" in text or "malformed" in text:
+            raise StoreCorrupt(f"{what}: {exc}") from exc
+        raise StoreError(f"{what}: {exc}") from exc
+    except OSError as exc:
+        raise StoreUnavailable(f"{what}: {exc}") from exc
+
+
+def _schema_version(db: sqlite3.Connection) -> int:
+    has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    if not has_meta:
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _meta_float(db: sqlite3.Connection, key: str, default: float) -> float:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return float(row[0]) if row else default
+
+
+def _set_meta(db: sqlite3.Connection, key: str, value: object) -> None:
+    db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+               (key, str(value)))  # fmt: skip
+
+
+class SqliteWriter(HistoryWriter):
+    """The daemon's connection. Creates the file (mode 0640) and migrates the schema."""
+
+    def __init__(self, path: str, *, boot: str | None = None) -> None:
+        self.path = path
+        self.boot = boot or boot_id()
+        self._procs: dict[tuple[int, int, str], int] = {}
+        self._conns: dict[tuple[int, int, str | None, int | None], int] = {}
+        self._exes: dict[str, int] = {}
+        with _errors(f"opening {path}"):
+            if not os.path.exists(path):
+                os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o750, exist_ok=True)
+                # The file holds command lines and addresses: not for every user.
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o640))
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a commit survives a crash of ours
+            self._check()
+            self._migrate()
+
+    def _check(self) -> None:
+        row = self.db.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise StoreCorrupt(f"{self.path}: integrity check failed: {row[0] if row else 'no answer'}")
+
+    def _migrate(self) -> None:
+        version = _schema_version(self.db)
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(f"{self.path} has schema {version}; this sockscope knows up to {SCHEMA_VERSION}")
+        while version < SCHEMA_VERSION:
+            # One script, one transaction: a failed migration leaves the previous version intact.
+            script = (
+                "BEGIN IMMEDIATE;"
+                + MIGRATIONS[version]
+                + f"INSERT INTO meta (key, value) VALUES ('schema_version', '{version + 1}')"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value; COMMIT;"
+            )
+            try:
+                self.db.executescript(script)
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                raise
+            version += 1
+
+    # ---- writing ----
+
+    def _exe_id(self, path: str | None) -> int | None:
+        if not path:
+            return None
+        found = self._exes.get(path)
+        if found is None:
+            self.db.execute("INSERT INTO exes (path) VALUES (?) ON CONFLICT (path) DO NOTHING", (path,))
+            found = self.db.execute("SELECT id FROM exes WHERE path = ?", (path,)).fetchone()[0]
+            self._exes[path] = found
+        return found
+
+    def _process_id(self, p: Any, now: float) -> int:
+        key = (p.pid, p.start_ns, p.comm)
+        found = self._procs.get(key)
+        if found is None:
+            self.db.execute(
+                "INSERT INTO processes (boot, pid, start_ns, comm, exe_id, cmdline, uid, user, ppid, parent_comm,"
+                " cgroup, unit, container, netns, first_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (boot, pid, start_ns, comm) DO NOTHING",
+                (self.boot, p.pid, p.start_ns, p.comm, self._exe_id(p.exe), p.cmdline, p.uid, p.user, p.ppid,
+                 p.parent_comm, p.cgroup, p.unit, p.container, p.netns, now),
+            )  # fmt: skip
+            found = self.db.execute(
+                "SELECT id FROM processes WHERE boot = ? AND pid = ? AND start_ns = ? AND comm = ?",
+                (self.boot, p.pid, p.start_ns, p.comm),
+            ).fetchone()[0]
+            self._procs[key] = found
+        return found
+
+    def _connection_id(self, process_id: int, c: Any, now: float) -> int:
+        key = (process_id, c.cookie, c.raddr, c.rport)
+        found = self._conns.get(key)
+        if found is None:
+            # Look first: UNIQUE does not see two NULL peers as equal, so ON CONFLICT alone would duplicate.
+            row = self.db.execute(
+                "SELECT id FROM connections WHERE process_id = ? AND cookie = ? AND raddr IS ? AND rport IS ?",
+                (process_id, c.cookie, c.raddr, c.rport),
+            ).fetchone()
+            if row is not None:
+                self._conns[key] = row[0]
+                return int(row[0])
+            self.db.execute(
+                "INSERT INTO connections (process_id, boot, cookie, proto, family, laddr, lport, raddr, rport, netns,"
+                " counts, initiator, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (process_id, cookie, raddr, rport) DO NOTHING",
+                (process_id, self.boot, c.cookie, c.proto, c.family, c.laddr, c.lport, c.raddr, c.rport, c.netns,
+                 c.counts, c.initiator, now, now),
+            )  # fmt: skip
+            found = self.db.execute(
+                "SELECT id FROM connections WHERE process_id = ? AND cookie = ? AND raddr IS ? AND rport IS ?",
+                (process_id, c.cookie, c.raddr, c.rport),
+            ).fetchone()[0]
+            self._conns[key] = found
+        return found
+
+    def write(self, intervals: Sequence[Interval]) -> None:
+        if not intervals:
+            return
+        try:
+            with _errors(f"writing {self.path}"):
+                minutes_to = _meta_float(self.db, "minutes_to", -1.0)
+                self.db.execute("BEGIN IMMEDIATE")
+                late: list[tuple[int, int, int, int]] = []
+                for iv in intervals:
+                    ts_ms = round(iv.ts * 1000)
+                    rows = []
+                    seen: list[int] = []
+                    for p in iv.processes:
+                        pid = self._process_id(p, iv.ts)
+                        for c in p.connections:
+                            if c.tx_bytes == 0 and c.rx_bytes == 0:
+                                continue
+                            cid = self._connection_id(pid, c, iv.ts)
+                            rows.append((ts_ms, cid, c.tx_bytes, c.rx_bytes))
+                            seen.append(cid)
+                    self.db.executemany(
+                        "INSERT INTO samples (ts, conn_id, tx, rx) VALUES (?,?,?,?) ON CONFLICT (ts, conn_id)"
+                        " DO UPDATE SET tx = tx + excluded.tx, rx = rx + excluded.rx",
+                        rows,
+                    )
+                    self.db.executemany(
+                        "UPDATE connections SET last_seen = max(last_seen, ?) WHERE id = ?", [(iv.ts, c) for c in seen]
+                    )
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO intervals VALUES (?,?,?,?,?,?)",
+                        (ts_ms, iv.interval, iv.unattributed_tx, iv.unattributed_rx, iv.counters.dropped_events,
+                         iv.counters.dropped_bytes),
+                    )  # fmt: skip
+                    if ts_ms <= minutes_to * 1000:  # written late (after an outage): roll it up now
+                        late += rows
+                    self._lifecycle(iv)
+                if late:
+                    self._add_late(late)
+                self.db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+            # Ids handed out inside the rolled-back transaction no longer exist.
+            self._procs.clear()
+            self._conns.clear()
+            self._exes.clear()
+            raise
+
+    def _lifecycle(self, iv: Interval) -> None:
+        for e in iv.lifecycle:
+            if e.proto != "tcp":
+                continue
+            if e.event == "tcp_open":
+                self.db.execute(
+                    "UPDATE connections SET opened = ?, initiator = ? WHERE boot = ? AND cookie = ?",
+                    (e.start, e.initiator, self.boot, e.cookie),
+                )
+            elif e.event == "tcp_close":
+                self.db.execute(
+                    "UPDATE connections SET opened = coalesce(opened, ?), closed = ?,"
+                    " initiator = coalesce(?, initiator) WHERE boot = ? AND cookie = ?",
+                    (e.start, e.end, e.initiator, self.boot, e.cookie),
+                )
+
+    def _add_late(self, rows: list[tuple[int, int, int, int]]) -> None:
+        hours_to = _meta_float(self.db, "hours_to", 0.0)
+        for ts_ms, cid, tx, rx in rows:
+            pid = self.db.execute("SELECT process_id FROM connections WHERE id = ?", (cid,)).fetchone()[0]
+            for table, step, limit in (("minutes", 60, float("inf")), ("hours", 3600, hours_to)):
+                bucket = (ts_ms - 1) // (step * 1000) * step
+                if bucket >= limit:
+                    continue
+                self.db.execute(
+                    f"INSERT INTO {table} (ts, conn_id, process_id, tx, rx) VALUES (?,?,?,?,?)"
+                    " ON CONFLICT (ts, conn_id) DO UPDATE SET tx = tx + excluded.tx, rx = rx + excluded.rx",
+                    (bucket, cid, pid, tx, rx),
+                )
+
+    # ---- roll-ups and retention ----
+
+    def maintain(self, now: float, retention: Retention) -> None:
+        with _errors(f"maintaining {self.path}"):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self._roll_up(now)
+                self._purge(now, retention)
+                self.db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                raise
+
+    def _roll_up(self, now: float) -> None:
+        # A sample (ts = interval end, ms) covers (ts - length, ts]: it belongs to the minute
+        # holding ts - 1 ms. A minute is rolled up once complete, with a margin for the last write.
+        target = (now - 5) // 60 * 60
+        minutes_to = _meta_float(self.db, "minutes_to", -1.0)
+        if minutes_to < 0:
+            first = self.db.execute("SELECT min(ts) FROM samples").fetchone()[0]
+            minutes_to = target if first is None else (first - 1) // 60000 * 60
+            _set_meta(self.db, "minutes_to", minutes_to)
+            _set_meta(self.db, "hours_to", minutes_to // 3600 * 3600)
+        if target > minutes_to:
+            self.db.execute(
+                "INSERT INTO minutes (ts, conn_id, process_id, tx, rx)"
+                " SELECT (s.ts - 1) / 60000 * 60, s.conn_id, c.process_id, sum(s.tx), sum(s.rx)"
+                " FROM samples s JOIN connections c ON c.id = s.conn_id WHERE s.ts > ? AND s.ts <= ?"
+                " GROUP BY 1, 2 ORDER BY 1, 2"
+                " ON CONFLICT (ts, conn_id) DO UPDATE SET tx = tx + excluded.tx, rx = rx + excluded.rx",
+                (int(minutes_to * 1000), int(target * 1000)),
+            )
+            _set_meta(self.db, "minutes_to", target)
+            minutes_to = target
+        hours_to = _meta_float(self.db, "hours_to", minutes_to // 3600 * 3600)
+        h_target = minutes_to // 3600 * 3600
+        if h_target > hours_to:
+            self.db.execute(
+                "INSERT INTO hours (ts, conn_id, process_id, tx, rx)"
+                " SELECT ts / 3600 * 3600, conn_id, process_id, sum(tx), sum(rx)"
+                " FROM minutes WHERE ts >= ? AND ts < ? GROUP BY 1, 2 ORDER BY 1, 2"
+                " ON CONFLICT (ts, conn_id) DO UPDATE SET tx = tx + excluded.tx, rx = rx + excluded.rx",
+                (int(hours_to), int(h_target)),
+            )
+            _set_meta(self.db, "hours_to", h_target)
+
+    def _purge(self, now: float, r: Retention) -> None:
+        minutes_to = _meta_float(self.db, "minutes_to", 0.0)
+        hours_to = _meta_float(self.db, "hours_to", 0.0)
+        # Never drop rows that are not rolled up yet.
+        raw_cut = min(now - r.raw, minutes_to)
+        self.db.execute("DELETE FROM samples WHERE ts < ?", (int(raw_cut * 1000),))
+        self.db.execute("DELETE FROM intervals WHERE ts < ?", (int((now - r.hour) * 1000),))
+        # Whole hours only, so an old range's edges can be answered by hours (see plan_segments).
+        minute_cut = min((now - r.minute) // 3600 * 3600, hours_to)
+        self.db.execute("DELETE FROM minutes WHERE ts < ?", (int(minute_cut),))
+        _set_meta(self.db, "minutes_from", max(minute_cut, _meta_float(self.db, "minutes_from", 0.0)))
+        self.db.execute("DELETE FROM hours WHERE ts < ?", (int(now - r.hour),))
+        _set_meta(self.db, "raw_from", max(raw_cut, _meta_float(self.db, "raw_from", 0.0)))
+        cut = now - r.hour
+        self.db.execute("DELETE FROM connections WHERE last_seen < ?", (cut,))
+        self.db.execute(
+            "DELETE FROM processes WHERE first_seen < ? AND id NOT IN (SELECT process_id FROM connections)", (cut,)
+        )
+        self.db.execute("DELETE FROM exes WHERE id NOT IN (SELECT exe_id FROM processes WHERE exe_id IS NOT NULL)")
+        # Cached ids may name rows just deleted (and soon reused by new rows): look them up afresh.
+        self._procs.clear()
+        self._conns.clear()
+        self._exes.clear()
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+
+
+def open_writer(path: str, *, boot: str | None = None, log: Any = None) -> SqliteWriter:
+    """Open the daemon's database; a corrupt file is moved aside and a new one started."""
+    try:
+        return SqliteWriter(path, boot=boot)
+    except StoreCorrupt as exc:
+        aside = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.replace(path + suffix, aside + suffix)
+        if log is not None:
+            log(f"{exc}; moved it aside to {aside} and started a new database")
+        return SqliteWriter(path, boot=boot)
+
+
+class SqliteReader(HistoryReader):
+    """Read-only: works for any user who can read the file; never blocks the writer."""
+
+    def __init__(self, path: str) -> None:
+        if not os.path.exists(path):
+            raise StoreError(f"{path}: no such database (is the daemon running? see `sockscope daemon`)")
+        try:
+            self.db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=5.0)
+            version = _schema_version(self.db)
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc) and "unable to open" not in str(exc):
+                raise StoreError(f"opening {path}: {exc}") from exc
+            # No daemon has it open (no -wal/-shm files) and this user cannot create them:
+            # read it as an unchanging file.
+            with _errors(f"opening {path}"):
+                self.db = sqlite3.connect(f"file:{quote(path)}?mode=ro&immutable=1", uri=True, timeout=5.0)
+                version = _schema_version(self.db)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"opening {path}: {exc}") from exc
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(f"{path} has schema {version}; this sockscope knows up to {SCHEMA_VERSION}")
+        if version < SCHEMA_VERSION:
+            raise StoreError(f"{path}: schema {version} is older than {SCHEMA_VERSION}; start the daemon to migrate")
+
+    def report(self, since: float, until: float, by: str, top: int | None = None) -> list[ReportRow]:
+        if by not in GROUPINGS:
+            raise ValueError(f"unknown grouping {by!r}; one of {', '.join(GROUPINGS)}")
+        with _errors("reading history"):
+            meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+            segs = plan_segments(
+                since, until, float(meta.get("minutes_to", 0)), float(meta.get("hours_to", 0)),
+                float(meta.get("raw_from", 0)), float(meta.get("minutes_from", 0)),
+            )  # fmt: skip
+            per_conn = self._per_connection(segs)
+            return _group(self.db, per_conn, by, top)
+
+    def _per_connection(self, segs: list[tuple[str, float, float]]) -> str:
+        """SQL for (conn_id, tx, rx) over the segments: a sub-select to aggregate further."""
+        parts = []
+        for res, lo, hi in segs:
+            if res == "raw":
+                parts.append(
+                    f"SELECT conn_id, tx, rx FROM samples WHERE ts > {int(lo * 1000)} AND ts <= {int(hi * 1000)}"
+                )
+            else:
+                table = "minutes" if res == "minute" else "hours"
+                parts.append(f"SELECT conn_id, tx, rx FROM {table} WHERE ts >= {int(lo)} AND ts < {int(hi)}")
+        if not parts:
+            return "SELECT 0 AS conn_id, 0 AS tx, 0 AS rx WHERE 0"
+        return " UNION ALL ".join(parts)
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+
+
+_GROUP_SQL: dict[str, tuple[str, str]] = {
+    # by: (columns selected and grouped, the same as key names)
+    "process": ("p.pid, p.comm, e.path, p.cmdline, p.user", "p.id"),
+    "exe": ("coalesce(e.path, p.comm)", "coalesce(e.path, p.comm)"),
+    "user": ("p.uid, p.user", "p.uid"),
+    "unit": ("p.unit", "p.unit"),
+    "remote": ("c.raddr", "c.raddr"),
+    "port": ("c.proto, CASE WHEN c.initiator = 'remote' THEN c.lport ELSE c.rport END",
+             "c.proto, CASE WHEN c.initiator = 'remote' THEN c.lport ELSE c.rport END"),
+    "connection": ("p.pid, p.comm, c.proto, c.laddr, c.lport, c.raddr, c.rport, coalesce(c.opened, c.first_seen),"
+                   " coalesce(c.closed, c.last_seen)", "c.id"),
+}  # fmt: skip
+_GROUP_KEYS: dict[str, tuple[str, ...]] = {
+    "process": ("pid", "comm", "exe", "cmdline", "user"),
+    "exe": ("exe",),
+    "user": ("uid", "user"),
+    "unit": ("unit",),
+    "remote": ("raddr",),
+    "port": ("proto", "port"),
+    "connection": ("pid", "comm", "proto", "laddr", "lport", "raddr", "rport", "start", "end"),
+}
+
+
+def _group(db: sqlite3.Connection, per_conn: str, by: str, top: int | None) -> list[ReportRow]:
+    cols, group = _GROUP_SQL[by]
+    sql = (
+        f"SELECT {cols}, sum(t.tx), sum(t.rx) FROM ({per_conn}) t"
+        " JOIN connections c ON c.id = t.conn_id JOIN processes p ON p.id = c.process_id"
+        " LEFT JOIN exes e ON e.id = p.exe_id"
+        f" GROUP BY {group} ORDER BY sum(t.tx) + sum(t.rx) DESC"
+    )
+    if top is not None:
+        sql += f" LIMIT {int(top)}"
+    out = []
+    keys = _GROUP_KEYS[by]
+    for row in db.execute(sql):
+        key = dict(zip(keys, row[: len(keys)], strict=True))
+        if by == "connection":
+            start, end = key["start"], key["end"]
+            key["duration"] = None if start is None or end is None else max(0.0, float(end) - float(start))
+        out.append(ReportRow(key=key, tx_bytes=int(row[-2]), rx_bytes=int(row[-1])))
+    return out
+
+
+__all__ = ["SCHEMA_VERSION", "SqliteReader", "SqliteWriter", "StoreError", "open_writer"]
