@@ -532,7 +532,9 @@ def run_client(children: Children, iperf3: str, port: int, seconds: int, length:
 class Monitor:
     """`sockscope top --json --interval 1` in the background, its stdout collected by a thread."""
 
-    def __init__(self, children: Children, sockscope: Path, workdir: Path, index: int) -> None:
+    def __init__(
+        self, children: Children, sockscope: Path, workdir: Path, index: int, extra: Sequence[str] = ()
+    ) -> None:
         self._children = children
         self._stderr_path = workdir / f"monitor-{index}.stderr"
         self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -541,7 +543,7 @@ class Monitor:
         self.spawned = time.monotonic()
         with self._stderr_path.open("wb") as err:
             self.proc = children.spawn(
-                [str(sockscope), "top", "--json", "--interval", "1"],
+                [str(sockscope), "top", "--json", "--interval", "1", *extra],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -643,6 +645,7 @@ class Config:
     port: int
     settle: float
     workdir: Path
+    monitor_args: tuple[str, ...] = ()
 
 
 def log(msg: str) -> None:
@@ -673,7 +676,7 @@ def stats_delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, 
 def monitored_run(
     children: Children, cfg: Config, wl: Workload, index: int, probe: bool = False
 ) -> tuple[IperfResult, MonitorStats]:
-    monitor = Monitor(children, cfg.sockscope, cfg.workdir, index)
+    monitor = Monitor(children, cfg.sockscope, cfg.workdir, index, cfg.monitor_args)
     stopped = False
     prog_stats = None
     try:
@@ -795,6 +798,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run only this workload (repeatable; default: all)",
     )
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument(
+        "--monitor-arg", action="append", metavar="ARG", help="extra argument for sockscope top (repeatable)"
+    )
     args = p.parse_args(argv)
     if args.pairs < 1:
         p.error("--pairs must be >= 1")
@@ -879,9 +885,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         settle=args.settle,
         workdir=Path(tempfile.mkdtemp(prefix="sockscope-bench-")),
+        monitor_args=tuple(args.monitor_arg or ()),
     )
     print(f"- protocol: {cfg.pairs} pairs x {cfg.seconds} s per run, baseline then monitored (A B A B ...)")
-    print(f"- monitor: `{shlex.join([str(sockscope), 'top', '--json', '--interval', '1'])}`", flush=True)
+    monitor_cmd = [str(sockscope), "top", "--json", "--interval", "1", *cfg.monitor_args]
+    print(f"- monitor: `{shlex.join(monitor_cmd)}`", flush=True)
     children = Children()
     runs: list[WorkloadRuns] = []
     storm = next((w for w in workloads if w.length is not None), None)
