@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sockscope.collector.addresses import addr_text, wire_family
+from sockscope.collector.aggregate import INITIATORS
 from sockscope.collector.model import ConnEvent, Interval
 
-INITIATORS = {1: "local", 2: "remote"}
 TCP_FORGET_IDLE = 3600.0  # a TCP record with no close event and no bytes for this long is let go
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sockscope.collector.model import Interval
-from sockscope.report_format import ReportRow
+from sockscope.report_format import GROUP_FIELDS, ReportRow
 from sockscope.store.base import (
     GROUPINGS,
     HistoryReader,
@@ -461,15 +461,8 @@ _GROUP_SQL: dict[str, tuple[str, str]] = {
     "connection": ("p.pid, p.comm, c.proto, c.laddr, c.lport, c.raddr, c.rport, coalesce(c.opened, c.first_seen),"
                    " coalesce(c.closed, c.last_seen)", "c.id"),
 }  # fmt: skip
-_GROUP_KEYS: dict[str, tuple[str, ...]] = {
-    "process": ("pid", "comm", "exe", "cmdline", "user"),
-    "exe": ("exe",),
-    "user": ("uid", "user"),
-    "unit": ("unit",),
-    "remote": ("raddr",),
-    "port": ("proto", "port"),
-    "connection": ("pid", "comm", "proto", "laddr", "lport", "raddr", "rport", "start", "end"),
-}
+# The report's fields, less what is computed here rather than selected.
+_GROUP_KEYS = {by: tuple(f for f in fields if f != "duration") for by, fields in GROUP_FIELDS.items()}
 
 
 def _group(db: sqlite3.Connection, per_conn: str, by: str, top: int | None) -> list[ReportRow]:
