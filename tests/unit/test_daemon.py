@@ -1,0 +1,93 @@
+"""The daemon's logic with a fake source and a fake writer: no root, no kernel."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from sockscope import config
+from sockscope.collector.model import ConnectionSample, Interval, ProcessSample
+from sockscope.collector.source import FakeSource
+from sockscope.daemon import Daemon, apply_ignores
+from sockscope.store.base import HistoryWriter, Retention, StoreUnavailable
+
+
+class FakeWriter(HistoryWriter):
+    def __init__(self) -> None:
+        self.written: list[Interval] = []
+        self.refuse = False
+        self.maintained = 0
+        self.closed = False
+
+    def write(self, intervals: Sequence[Interval]) -> None:
+        if self.refuse:
+            raise StoreUnavailable("writing x.db: database or disk is full")
+        self.written += intervals
+
+    def maintain(self, now: float, retention: Retention) -> None:
+        self.maintained += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def conn(rport: int, raddr: str, tx: int) -> ConnectionSample:
+    return ConnectionSample("udp", 4, "0.0.0.0", 5000, raddr, rport, "UNCONN", tx, 0, cookie=rport)
+
+
+def iv(ts: float, *procs: ProcessSample) -> Interval:
+    return Interval(ts=ts, interval=1.0, processes=list(procs))
+
+
+def proc(pid: int, comm: str, *conns: ConnectionSample) -> ProcessSample:
+    return ProcessSample(pid, comm, f"/usr/bin/{comm}", None, 0, "root", connections=list(conns),
+                         tx_bytes=sum(c.tx_bytes for c in conns))  # fmt: skip
+
+
+def cfg(*overrides: str) -> config.Config:
+    return config.load(None, list(overrides), default_path="/nonexistent/sockscope.toml")
+
+
+def test_ignores_drop_connections_and_emptied_processes() -> None:
+    c = cfg("ignore.ports=[53]", 'ignore.processes=["chronyd"]', 'ignore.addresses=["10.0.0.0/8"]')
+    out = apply_ignores(
+        iv(1.0, proc(1, "dig", conn(53, "198.18.0.53", 40), conn(443, "198.18.0.9", 7)),
+           proc(2, "chronyd", conn(123, "198.18.0.1", 48)), proc(3, "curl", conn(80, "10.1.2.3", 9))),
+        c,
+    )  # fmt: skip
+    assert [(p.pid, p.tx_bytes, [x.rport for x in p.connections]) for p in out.processes] == [(1, 7, [443])]
+
+
+def test_refused_writes_are_kept_said_once_and_written_later() -> None:
+    intervals = [iv(float(t), proc(1, "curl", conn(443, "198.18.0.9", t))) for t in range(1, 6)]
+    source, writer, log = FakeSource(intervals), FakeWriter(), []
+    d = Daemon(cfg(), source, lambda: writer, log=log.append, clock=lambda: 1000.0)
+    source.start()
+    writer.refuse = True
+    for _ in range(3):
+        d.step()
+    assert writer.written == [] and len(d.pending) == 3
+    assert sum("cannot write the database" in m for m in log) == 1
+    writer.refuse = False
+    d.step()
+    assert [i.ts for i in writer.written] == [1.0, 2.0, 3.0, 4.0]
+    assert d.pending == [] and any("writable again" in m for m in log)
+
+
+def test_run_for_a_duration_writes_everything_and_closes() -> None:
+    intervals = [iv(float(t), proc(1, "curl", conn(443, "198.18.0.9", 10))) for t in range(50)]
+    source, writer = FakeSource(intervals), FakeWriter()
+    d = Daemon(cfg("daemon.interval=0.01"), source, lambda: writer, log=lambda m: None)
+    assert d.run(threading.Event(), duration=0.2) == 0
+    assert source.closed and writer.closed and writer.maintained >= 2
+    assert len(writer.written) == source.reads
+    assert sum(i.tx_bytes for i in writer.written) == 10 * min(source.reads, 50)
+
+
+def test_stop_event_ends_the_run_after_one_last_read() -> None:
+    source, writer = FakeSource([iv(1.0, proc(1, "curl", conn(443, "198.18.0.9", 5)))]), FakeWriter()
+    stop = threading.Event()
+    stop.set()
+    d = Daemon(cfg("daemon.interval=5"), source, lambda: writer, log=lambda m: None)
+    assert d.run(stop) == 0
+    assert source.reads == 1 and writer.written[0].tx_bytes == 5
