@@ -60,7 +60,8 @@ def test_ignores_drop_connections_and_emptied_processes() -> None:
 
 def test_refused_writes_are_kept_said_once_and_written_later() -> None:
     intervals = [iv(float(t), proc(1, "curl", conn(443, "198.18.0.9", t))) for t in range(1, 6)]
-    source, writer, log = FakeSource(intervals), FakeWriter(), []
+    source, writer = FakeSource(intervals), FakeWriter()
+    log: list[str] = []
     d = Daemon(cfg(), source, lambda: writer, log=log.append, clock=lambda: 1000.0)
     source.start()
     writer.refuse = True
