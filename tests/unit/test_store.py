@@ -27,6 +27,7 @@ from sockscope.store.base import (
     StoreError,
     StoreUnavailable,
     plan_segments,
+    split_days,
 )
 from sockscope.store.sqlite import SCHEMA_VERSION, SqliteReader, SqliteWriter, open_writer
 
@@ -607,7 +608,7 @@ def test_retention_drops_old_rows_and_coarser_tables_answer(db_path: str) -> Non
         assert _count(db, "hours") == 3
         assert _count(db, "minutes") == 0
         assert _count(db, "connections") == 3  # all seen after the cut
-        assert _count(db, "intervals") == sum(1 for k in range(150) if H0 + 60 * (k + 1) >= H0 + 7200)
+        assert _count(db, "intervals") == 0  # kept as long as raw rows
         assert reader.report(H0, H0 + 3600, "process") == []
         assert _by_conn(reader.report(H0 + 7200, H0 + 10800, "connection")) == _expected(flows, H0 + 7200, H0 + 10800)
         # later still: connections not seen since the cut, their processes and executables go too
@@ -917,3 +918,64 @@ def test_edges_older_than_the_minute_rows_widen_to_hours() -> None:
     assert plan_segments(H0 + 1800, H0 + 7200, H0 + 7200, H0 + 7200, H0 + 7200, minutes_from=H0 + 3600) == [
         ("hour", H0, H0 + 7200)
     ]
+
+
+def test_daily_rows_per_process_answer_long_reports_with_the_same_totals(db_path: str) -> None:
+    day0 = 1_700_006_400  # a UTC midnight
+    w = SqliteWriter(db_path, boot=BOOT)
+    procs = [
+        ProcessSample(
+            pid=p,
+            comm=f"app{p}",
+            exe=f"/usr/bin/app{p % 2}",
+            cmdline=None,
+            uid=p % 3,
+            user=f"u{p % 3}",
+            start_ns=p,
+            unit=f"app{p % 2}.service",
+        )
+        for p in range(1, 5)
+    ]
+    step = 600
+    for k in range(3 * 86400 // step):
+        ts = day0 + 3600 + step * (k + 1)  # from 01:00 on day 0 to 01:00 on day 3
+        batch = []
+        for p in procs:
+            c = ConnectionSample("tcp", 4, "198.18.0.1", 1000 + p.pid, "198.18.0.2", 443, "ESTABLISHED",
+                                 p.pid * 10 + k % 7, k % 5, cookie=p.pid)  # fmt: skip
+            batch.append(replace_conns(p, [c]))
+        w.write([Interval(ts=float(ts), interval=float(step), processes=batch)])
+    end = day0 + 3600 + 3 * 86400
+    w.maintain(end + 3600, Retention())
+    db = w.db
+    assert float(_meta(db, "days_to")) == day0 + 3 * 86400
+    days = db.execute("SELECT sum(tx), sum(rx) FROM process_days").fetchone()
+    hours = db.execute(
+        "SELECT sum(tx), sum(rx) FROM hours WHERE ts >= ? AND ts < ?", (day0, day0 + 3 * 86400)
+    ).fetchone()
+    assert days == hours and days[0] > 0
+    reader = SqliteReader(db_path)
+    try:
+        for by in ("process", "exe", "user", "unit"):
+            for since, until in ((day0, end), (day0 + 5000, end - 7000), (day0 + 86400, day0 + 2 * 86400)):
+                with_days = reader.report(since, until, by)
+                without = reader.report(since, until, by, use_days=False)
+                assert with_days == without, (by, since, until)
+                assert with_days
+    finally:
+        reader.close()
+    w.close()
+
+
+def replace_conns(p: ProcessSample, conns: list[ConnectionSample]) -> ProcessSample:
+    from dataclasses import replace
+
+    return replace(p, connections=conns, tx_bytes=sum(c.tx_bytes for c in conns))
+
+
+def test_split_days_only_splits_hourly_segments() -> None:
+    d = 86400
+    assert split_days([("raw", 10, 60), ("minute", 60, 3600), ("hour", 3600, 3 * d)], 2 * d) == [
+        ("raw", 10, 60), ("minute", 60, 3600), ("hour", 3600, d), ("day", d, 2 * d), ("hour", 2 * d, 3 * d)
+    ]  # fmt: skip
+    assert split_days([("hour", 3600, 3 * d)], 0) == [("hour", 3600, 3 * d)]

@@ -66,7 +66,7 @@ class HistoryReader(ABC):
 
 # ---- which resolution answers which part of a range ----
 
-Segment = tuple[str, float, float]  # (resolution: "raw" | "minute" | "hour", from, to)
+Segment = tuple[str, float, float]  # (resolution: "raw" | "minute" | "hour" | "day", from, to)
 
 
 def _ceil(t: float, step: int) -> float:
@@ -109,3 +109,19 @@ def plan_segments(
     if m_hi < until:
         segs.append(("raw", m_hi, until))
     return segs
+
+
+def split_days(segs: list[Segment], days_to: float) -> list[Segment]:
+    """Answer whole UTC days inside the hourly part from daily rows (which exist up to days_to)."""
+    out: list[Segment] = []
+    for res, lo, hi in segs:
+        d_lo, d_hi = _ceil(lo, 86400), min(_floor(hi, 86400), days_to)
+        if res != "hour" or d_lo >= d_hi:
+            out.append((res, lo, hi))
+            continue
+        if lo < d_lo:
+            out.append(("hour", lo, d_lo))
+        out.append(("day", d_lo, d_hi))
+        if d_hi < hi:
+            out.append(("hour", d_hi, hi))
+    return out

@@ -28,9 +28,11 @@ from sockscope.store.base import (
     StoreError,
     StoreUnavailable,
     plan_segments,
+    split_days,
 )
 
 SCHEMA_VERSION = 1
+LAST_SEEN_STEP = 60.0  # seconds: connections.last_seen is kept to this precision
 
 # Migrations: MIGRATIONS[n] takes a database from version n to n + 1.
 MIGRATIONS: dict[int, str] = {
@@ -70,6 +72,11 @@ MIGRATIONS: dict[int, str] = {
         ts INTEGER NOT NULL, conn_id INTEGER NOT NULL, process_id INTEGER NOT NULL,
         tx INTEGER NOT NULL, rx INTEGER NOT NULL,
         PRIMARY KEY (ts, conn_id)
+    ) WITHOUT ROWID;
+    -- per process and UTC day, from hours: what long reports by process, exe, user or unit read
+    CREATE TABLE process_days (
+        ts INTEGER NOT NULL, process_id INTEGER NOT NULL, tx INTEGER NOT NULL, rx INTEGER NOT NULL,
+        PRIMARY KEY (ts, process_id)
     ) WITHOUT ROWID;
     CREATE TABLE intervals (
         ts INTEGER PRIMARY KEY, length REAL NOT NULL,
@@ -133,6 +140,7 @@ class SqliteWriter(HistoryWriter):
         self._procs: dict[tuple[int, int, str], int] = {}
         self._conns: dict[tuple[int, int, str | None, int | None], int] = {}
         self._exes: dict[str, int] = {}
+        self._last_seen: dict[int, float] = {}
         with _errors(f"opening {path}"):
             if not os.path.exists(path):
                 os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o750, exist_ok=True)
@@ -250,9 +258,14 @@ class SqliteWriter(HistoryWriter):
                         " DO UPDATE SET tx = tx + excluded.tx, rx = rx + excluded.rx",
                         rows,
                     )
+                    # last_seen to the minute: an update per connection per interval was a third of the write
+                    stale = [cid for cid in seen if iv.ts - self._last_seen.get(cid, 0.0) >= LAST_SEEN_STEP]
                     self.db.executemany(
-                        "UPDATE connections SET last_seen = max(last_seen, ?) WHERE id = ?", [(iv.ts, c) for c in seen]
+                        "UPDATE connections SET last_seen = max(last_seen, ?) WHERE id = ?",
+                        [(iv.ts, cid) for cid in stale],
                     )
+                    for cid in stale:
+                        self._last_seen[cid] = iv.ts
                     self.db.execute(
                         "INSERT OR REPLACE INTO intervals VALUES (?,?,?,?,?,?)",
                         (ts_ms, iv.interval, iv.unattributed_tx, iv.unattributed_rx, iv.counters.dropped_events,
@@ -271,6 +284,7 @@ class SqliteWriter(HistoryWriter):
             self._procs.clear()
             self._conns.clear()
             self._exes.clear()
+            self._last_seen.clear()
             raise
 
     def _lifecycle(self, iv: Interval) -> None:
@@ -291,6 +305,7 @@ class SqliteWriter(HistoryWriter):
 
     def _add_late(self, rows: list[tuple[int, int, int, int]]) -> None:
         hours_to = _meta_float(self.db, "hours_to", 0.0)
+        days_to = _meta_float(self.db, "days_to", 0.0)
         for ts_ms, cid, tx, rx in rows:
             pid = self.db.execute("SELECT process_id FROM connections WHERE id = ?", (cid,)).fetchone()[0]
             for table, step, limit in (("minutes", 60, float("inf")), ("hours", 3600, hours_to)):
@@ -301,6 +316,13 @@ class SqliteWriter(HistoryWriter):
                     f"INSERT INTO {table} (ts, conn_id, process_id, tx, rx) VALUES (?,?,?,?,?)"
                     " ON CONFLICT (ts, conn_id) DO UPDATE SET tx = tx + excluded.tx, rx = rx + excluded.rx",
                     (bucket, cid, pid, tx, rx),
+                )
+            day = (ts_ms - 1) // (DAY * 1000) * DAY
+            if day < days_to:
+                self.db.execute(
+                    "INSERT INTO process_days (ts, process_id, tx, rx) VALUES (?,?,?,?) ON CONFLICT (ts, process_id)"
+                    " DO UPDATE SET tx = tx + excluded.tx, rx = rx + excluded.rx",
+                    (day, pid, tx, rx),
                 )
 
     # ---- roll-ups and retention ----
@@ -349,6 +371,8 @@ class SqliteWriter(HistoryWriter):
                 (int(hours_to), int(h_target)),
             )
             _set_meta(self.db, "hours_to", h_target)
+            hours_to = h_target
+        roll_days(self.db, hours_to)
 
     def _purge(self, now: float, r: Retention) -> None:
         minutes_to = _meta_float(self.db, "minutes_to", 0.0)
@@ -356,13 +380,18 @@ class SqliteWriter(HistoryWriter):
         # Never drop rows that are not rolled up yet.
         raw_cut = min(now - r.raw, minutes_to)
         self.db.execute("DELETE FROM samples WHERE ts < ?", (int(raw_cut * 1000),))
-        self.db.execute("DELETE FROM intervals WHERE ts < ?", (int((now - r.hour) * 1000),))
+        self.db.execute("DELETE FROM intervals WHERE ts < ?", (int(raw_cut * 1000),))
         # Whole hours only, so an old range's edges can be answered by hours (see plan_segments).
         minute_cut = min((now - r.minute) // 3600 * 3600, hours_to)
         self.db.execute("DELETE FROM minutes WHERE ts < ?", (int(minute_cut),))
         _set_meta(self.db, "minutes_from", max(minute_cut, _meta_float(self.db, "minutes_from", 0.0)))
         self.db.execute("DELETE FROM hours WHERE ts < ?", (int(now - r.hour),))
+        self.db.execute("DELETE FROM process_days WHERE ts < ?", (int(now - r.hour),))
         _set_meta(self.db, "raw_from", max(raw_cut, _meta_float(self.db, "raw_from", 0.0)))
+        # Connections, processes and executables: scans of whole tables, so once an hour.
+        if now - _meta_float(self.db, "purged_at", 0.0) < 3600:
+            return
+        _set_meta(self.db, "purged_at", now)
         cut = now - r.hour
         self.db.execute("DELETE FROM connections WHERE last_seen < ?", (cut,))
         self.db.execute(
@@ -373,10 +402,33 @@ class SqliteWriter(HistoryWriter):
         self._procs.clear()
         self._conns.clear()
         self._exes.clear()
+        self._last_seen.clear()
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.db.close()
+
+
+DAY = 86400
+
+
+def roll_days(db: sqlite3.Connection, hours_to: float) -> None:
+    """Sum whole UTC days of hourly rows per process into process_days (up to hours_to)."""
+    days_to = _meta_float(db, "days_to", -1.0)
+    if days_to < 0:
+        first = db.execute("SELECT min(ts) FROM hours").fetchone()[0]
+        days_to = (first if first is not None else hours_to) // DAY * DAY
+        _set_meta(db, "days_to", days_to)
+    target = hours_to // DAY * DAY
+    if target > days_to:
+        db.execute(
+            "INSERT INTO process_days (ts, process_id, tx, rx)"
+            " SELECT ts / 86400 * 86400, process_id, sum(tx), sum(rx) FROM hours WHERE ts >= ? AND ts < ?"
+            " GROUP BY 1, 2 ORDER BY 1, 2"
+            " ON CONFLICT (ts, process_id) DO UPDATE SET tx = tx + excluded.tx, rx = rx + excluded.rx",
+            (int(days_to), int(target)),
+        )
+        _set_meta(db, "days_to", target)
 
 
 def open_writer(path: str, *, boot: str | None = None, log: Any = None) -> SqliteWriter:
@@ -417,7 +469,9 @@ class SqliteReader(HistoryReader):
         if version < SCHEMA_VERSION:
             raise StoreError(f"{path}: schema {version} is older than {SCHEMA_VERSION}; start the daemon to migrate")
 
-    def report(self, since: float, until: float, by: str, top: int | None = None) -> list[ReportRow]:
+    def report(
+        self, since: float, until: float, by: str, top: int | None = None, *, use_days: bool = True
+    ) -> list[ReportRow]:
         if by not in GROUPINGS:
             raise ValueError(f"unknown grouping {by!r}; one of {', '.join(GROUPINGS)}")
         with _errors("reading history"):
@@ -426,6 +480,9 @@ class SqliteReader(HistoryReader):
                 since, until, float(meta.get("minutes_to", 0)), float(meta.get("hours_to", 0)),
                 float(meta.get("raw_from", 0)), float(meta.get("minutes_from", 0)),
             )  # fmt: skip
+            if by in _BY_PROCESS and use_days:
+                segs = split_days(segs, float(meta.get("days_to", 0)))
+                return _group_processes(self.db, self._per_process(segs), by, top)
             per_conn = self._per_connection(segs)
             return _group(self.db, per_conn, by, top)
 
@@ -444,9 +501,47 @@ class SqliteReader(HistoryReader):
             return "SELECT 0 AS conn_id, 0 AS tx, 0 AS rx WHERE 0"
         return " UNION ALL ".join(parts)
 
+    def _per_process(self, segs: list[tuple[str, float, float]]) -> str:
+        """SQL for (process_id, tx, rx) over the segments, days from process_days."""
+        parts = []
+        for res, lo, hi in segs:
+            if res == "raw":
+                lo_ms, hi_ms = int(lo * 1000), int(hi * 1000)
+                parts.append(
+                    "SELECT c.process_id AS process_id, s.tx AS tx, s.rx AS rx FROM samples s"
+                    f" JOIN connections c ON c.id = s.conn_id WHERE s.ts > {lo_ms} AND s.ts <= {hi_ms}"
+                )
+            else:
+                table = {"minute": "minutes", "hour": "hours", "day": "process_days"}[res]
+                parts.append(f"SELECT process_id, tx, rx FROM {table} WHERE ts >= {int(lo)} AND ts < {int(hi)}")
+        if not parts:
+            return "SELECT 0 AS process_id, 0 AS tx, 0 AS rx WHERE 0"
+        return " UNION ALL ".join(parts)
+
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.db.close()
+
+
+_BY_PROCESS = ("process", "exe", "user", "unit")
+
+
+def _group_processes(db: sqlite3.Connection, per_proc: str, by: str, top: int | None) -> list[ReportRow]:
+    """Sum per process first (a few thousand rows at most), then by the grouping's columns."""
+    cols, group = _GROUP_SQL[by]
+    sql = (
+        f"SELECT {cols}, sum(t.tx), sum(t.rx) FROM"
+        f" (SELECT process_id, sum(tx) AS tx, sum(rx) AS rx FROM ({per_proc}) GROUP BY process_id) t"
+        " JOIN processes p ON p.id = t.process_id LEFT JOIN exes e ON e.id = p.exe_id"
+        f" GROUP BY {group} ORDER BY sum(t.tx) + sum(t.rx) DESC"
+    )
+    if top is not None:
+        sql += f" LIMIT {int(top)}"
+    keys = _GROUP_KEYS[by]
+    return [
+        ReportRow(key=dict(zip(keys, row[: len(keys)], strict=True)), tx_bytes=int(row[-2]), rx_bytes=int(row[-1]))
+        for row in db.execute(sql)
+    ]
 
 
 _GROUP_SQL: dict[str, tuple[str, str]] = {
