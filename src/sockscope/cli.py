@@ -1,4 +1,4 @@
-"""Command line: `sockscope doctor`, `sockscope top`."""
+"""Command line: `sockscope doctor`, `top`, `daemon`, `report`."""
 
 from __future__ import annotations
 
