@@ -617,7 +617,9 @@ class FillStats:
 def fill(path: str, args: argparse.Namespace, lay: Layout) -> FillStats:
     t0 = time.perf_counter()
     rng = random.Random(args.seed)
-    SqliteWriter(path, boot=BOOT).close()  # creates the file and the schema, as the daemon does
+    writer = SqliteWriter(path, boot=BOOT)  # creates the file and the schema, as the daemon does
+    boot = writer.boot_row
+    writer.close()
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA synchronous = OFF")
     db.execute("PRAGMA cache_size = -200000")
@@ -633,7 +635,7 @@ def fill(path: str, args: argparse.Namespace, lay: Layout) -> FillStats:
     db.executemany("INSERT INTO exes (id, path) VALUES (?, ?)", [(i, p) for p, i in exes.items()])
     db.executemany(
         PROC_SQL,
-        [(p.id, BOOT, p.pid, p.start_ns, p.comm, exes[p.exe], p.cmdline, p.uid, p.user, p.ppid, p.parent_comm,
+        [(p.id, boot, p.pid, p.start_ns, p.comm, exes[p.exe], p.cmdline, p.uid, p.user, p.ppid, p.parent_comm,
           p.cgroup, p.unit, p.container, p.netns, p.first_seen) for p in procs],
     )  # fmt: skip
     db.execute("COMMIT")
@@ -661,7 +663,7 @@ def fill(path: str, args: argparse.Namespace, lay: Layout) -> FillStats:
             tcp = spec.proto == "tcp"
             ended = spec.start + spec.seconds <= lay.now
             conn_rows.append(
-                (cid, proc.id, BOOT, cookie0 + cid, spec.proto, spec.family, spec.laddr, spec.lport, spec.raddr,
+                (cid, proc.id, boot, cookie0 + cid, spec.proto, spec.family, spec.laddr, spec.lport, spec.raddr,
                  spec.rport, proc.netns, "payload", spec.initiator, first + 1.0, last + 1.0,
                  spec.start + 0.25 if tcp else None, float(spec.start + spec.seconds) if tcp and ended else None)
             )  # fmt: skip
@@ -837,7 +839,7 @@ def size_facts(path: str, lay: Layout) -> dict[str, Any]:
         minutes = one("SELECT count(*) FROM minutes").fetchone()[0]
         return {
             "connections": one("SELECT count(*) FROM connections").fetchone()[0],
-            # in the row and again in every connections_cookie (boot, cookie) entry
+            # in the row and again in every connections_cookie (boot, cookie) entry (text length of the id)
             "boot_text_bytes": 2 * (one("SELECT sum(length(boot)) FROM connections").fetchone()[0] or 0),
             "minutes": minutes,
             "minutes_older_7d": one("SELECT count(*) FROM minutes WHERE ts < ?", (lay.now - 7 * DAY,)).fetchone()[0],
@@ -1354,8 +1356,8 @@ def size_notes(res: dict[str, Any]) -> list[str]:
         conn_bytes = sum(b["bytes"] for b in conn_trees)
         out.append(
             f"- connections and their indexes: {mb(conn_bytes):.1f} MB, {conn_bytes / facts['connections']:.0f} B"
-            f" per connection; the 36-character `boot` text, in every row and every `connections_cookie` entry, is"
-            f" {mb(facts['boot_text_bytes']):.1f} MB of it (an interned boot id would make it ~2 B per copy)."
+            f" per connection; the interned `boot` id, in every row and every `connections_cookie` entry, is"
+            f" {mb(facts['boot_text_bytes']):.1f} MB of it."
         )
     if "minutes" in by_name and facts["minutes"]:
         m = by_name["minutes"]

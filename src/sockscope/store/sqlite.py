@@ -39,9 +39,12 @@ MIGRATIONS: dict[int, str] = {
     0: """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE exes (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE);
+    -- /proc/sys/kernel/random/boot_id, interned: pids and cookies are unique only within a boot
+    CREATE TABLE boots (id INTEGER PRIMARY KEY, boot_id TEXT NOT NULL UNIQUE);
     CREATE TABLE processes (
         id INTEGER PRIMARY KEY,
-        boot TEXT NOT NULL, pid INTEGER NOT NULL, start_ns INTEGER NOT NULL, comm TEXT NOT NULL,
+        boot INTEGER NOT NULL REFERENCES boots(id), pid INTEGER NOT NULL, start_ns INTEGER NOT NULL,
+        comm TEXT NOT NULL,
         exe_id INTEGER REFERENCES exes(id), cmdline TEXT, uid INTEGER, user TEXT, ppid INTEGER,
         parent_comm TEXT, cgroup TEXT, unit TEXT, container TEXT, netns INTEGER,
         first_seen REAL NOT NULL,
@@ -50,7 +53,7 @@ MIGRATIONS: dict[int, str] = {
     CREATE TABLE connections (
         id INTEGER PRIMARY KEY,
         process_id INTEGER NOT NULL REFERENCES processes(id),
-        boot TEXT NOT NULL, cookie INTEGER NOT NULL,
+        boot INTEGER NOT NULL REFERENCES boots(id), cookie INTEGER NOT NULL,
         proto TEXT NOT NULL, family INTEGER, laddr TEXT, lport INTEGER, raddr TEXT, rport INTEGER,
         netns INTEGER, counts TEXT, initiator TEXT,
         first_seen REAL NOT NULL, last_seen REAL NOT NULL, opened REAL, closed REAL,
@@ -151,6 +154,8 @@ class SqliteWriter(HistoryWriter):
             self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a commit survives a crash of ours
             self._check()
             self._migrate()
+            self.db.execute("INSERT INTO boots (boot_id) VALUES (?) ON CONFLICT (boot_id) DO NOTHING", (self.boot,))
+            self.boot_row: int = self.db.execute("SELECT id FROM boots WHERE boot_id = ?", (self.boot,)).fetchone()[0]
 
     def _check(self) -> None:
         row = self.db.execute("PRAGMA quick_check").fetchone()
@@ -197,12 +202,12 @@ class SqliteWriter(HistoryWriter):
                 "INSERT INTO processes (boot, pid, start_ns, comm, exe_id, cmdline, uid, user, ppid, parent_comm,"
                 " cgroup, unit, container, netns, first_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT (boot, pid, start_ns, comm) DO NOTHING",
-                (self.boot, p.pid, p.start_ns, p.comm, self._exe_id(p.exe), p.cmdline, p.uid, p.user, p.ppid,
+                (self.boot_row, p.pid, p.start_ns, p.comm, self._exe_id(p.exe), p.cmdline, p.uid, p.user, p.ppid,
                  p.parent_comm, p.cgroup, p.unit, p.container, p.netns, now),
             )  # fmt: skip
             found = self.db.execute(
                 "SELECT id FROM processes WHERE boot = ? AND pid = ? AND start_ns = ? AND comm = ?",
-                (self.boot, p.pid, p.start_ns, p.comm),
+                (self.boot_row, p.pid, p.start_ns, p.comm),
             ).fetchone()[0]
             self._procs[key] = found
         return found
@@ -223,7 +228,7 @@ class SqliteWriter(HistoryWriter):
                 "INSERT INTO connections (process_id, boot, cookie, proto, family, laddr, lport, raddr, rport, netns,"
                 " counts, initiator, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT (process_id, cookie, raddr, rport) DO NOTHING",
-                (process_id, self.boot, c.cookie, c.proto, c.family, c.laddr, c.lport, c.raddr, c.rport, c.netns,
+                (process_id, self.boot_row, c.cookie, c.proto, c.family, c.laddr, c.lport, c.raddr, c.rport, c.netns,
                  c.counts, c.initiator, now, now),
             )  # fmt: skip
             found = self.db.execute(
@@ -294,13 +299,13 @@ class SqliteWriter(HistoryWriter):
             if e.event == "tcp_open":
                 self.db.execute(
                     "UPDATE connections SET opened = ?, initiator = ? WHERE boot = ? AND cookie = ?",
-                    (e.start, e.initiator, self.boot, e.cookie),
+                    (e.start, e.initiator, self.boot_row, e.cookie),
                 )
             elif e.event == "tcp_close":
                 self.db.execute(
                     "UPDATE connections SET opened = coalesce(opened, ?), closed = ?,"
                     " initiator = coalesce(?, initiator) WHERE boot = ? AND cookie = ?",
-                    (e.start, e.end, e.initiator, self.boot, e.cookie),
+                    (e.start, e.end, e.initiator, self.boot_row, e.cookie),
                 )
 
     def _add_late(self, rows: list[tuple[int, int, int, int]]) -> None:
