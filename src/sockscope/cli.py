@@ -200,7 +200,9 @@ def run_daemon(args: argparse.Namespace, factory: SourceFactory = _bpf_source) -
     if args.interval:
         overrides.append(f"daemon.interval={args.interval}")
     cfg = _config(args, overrides)
-    options = CollectorOptions(max_flows=cfg.collector.max_flows, udp_idle=cfg.udp.idle_timeout)
+    options = CollectorOptions(
+        max_flows=cfg.collector.max_flows, udp_idle=cfg.udp.idle_timeout, splice=cfg.collector.splice
+    )
     stop = _Stop()
     stop.install()
     daemon = Daemon(cfg, factory(options), lambda: open_writer(cfg.daemon.database, log=stderr_log))

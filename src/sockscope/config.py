@@ -94,9 +94,11 @@ class UdpConfig:
 
 @dataclass(frozen=True)
 class CollectorConfig:
-    """`max_flows`: distinct (socket, process, peer) entries per interval before events are dropped."""
+    """`max_flows`: distinct (socket, process, peer) entries per interval before events are dropped;
+    `splice`: count TCP receives where copied_seq advances (exact for splice(), one more program per read)."""
 
     max_flows: int
+    splice: bool = True
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,11 @@ _SECTIONS: dict[str, _Section] = {
     ),
     "udp": _Section("", {"idle_timeout": _Key(60, "seconds (or a duration) without traffic that end a flow, > 0")}),
     "collector": _Section(
-        "", {"max_flows": _Key(16384, "distinct (socket, process, peer) entries per interval, >= 16")}
+        "",
+        {
+            "max_flows": _Key(16384, "distinct (socket, process, peer) entries per interval, >= 16"),
+            "splice": _Key(True, "count splice() reads from TCP: one more program per TCP read"),
+        },
     ),
 }
 
@@ -312,6 +318,12 @@ def _networks(value: object) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Netw
     return tuple(nets)
 
 
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Problem(f"expected true or false, got {_show(value)}")
+    return value
+
+
 def _max_flows(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise _Problem(f"expected a whole number, got {_show(value)}")
@@ -409,7 +421,9 @@ def _build(v: _Values) -> Config:
             networks=v.get("ignore.addresses", _networks),
         ),
         udp=UdpConfig(idle_timeout=v.get("udp.idle_timeout", _duration)),
-        collector=CollectorConfig(max_flows=v.get("collector.max_flows", _max_flows)),
+        collector=CollectorConfig(
+            max_flows=v.get("collector.max_flows", _max_flows), splice=v.get("collector.splice", _bool)
+        ),
     )
 
 

@@ -78,3 +78,21 @@ def test_table_mode(capsys) -> None:
     a = cli.build_parser().parse_args(["top", "--interval", "0.01", "--count", "1"])
     cli.run_top(a, out, lambda _: FakeSource([interval([process(1, "nginx", 10, 0)])]))
     assert "nginx" in out.getvalue() and "PID" in out.getvalue()
+
+
+def test_daemon_command_runs_the_configured_source_and_writes(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(cli._Stop, "install", lambda self: None)  # leave the test runner's signals alone
+    seen: list[CollectorOptions] = []
+
+    def factory(opts: CollectorOptions) -> Source:
+        seen.append(opts)
+        return FakeSource([interval([process(1, "curl", 10, 3)])])
+
+    db = tmp_path / "h.db"
+    a = cli.build_parser().parse_args(
+        ["daemon", "--db", str(db), "--interval", "0.01", "--duration", "0.05", "-o", "collector.splice=false",
+         "-o", "udp.idle_timeout=5"]
+    )  # fmt: skip
+    assert cli.run_daemon(a, factory) == 0
+    assert (seen[0].splice, seen[0].udp_idle) == (False, 5.0)
+    assert db.exists() and (db.stat().st_mode & 0o777) == 0o640

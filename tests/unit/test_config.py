@@ -115,7 +115,7 @@ def test_dump_defaults_loads_as_the_defaults(tmp_path: Path) -> None:
         "retention": {"raw", "minute", "hour"},
         "ignore": {"processes", "ports", "addresses"},
         "udp": {"idle_timeout"},
-        "collector": {"max_flows"},
+        "collector": {"max_flows", "splice"},
     }
     assert all(len(line) <= 120 for line in text.splitlines())
 
@@ -580,3 +580,13 @@ def test_nothing_configured_matches_nothing() -> None:
 
 def test_module_default_path() -> None:
     assert config.DEFAULT_PATH == "/etc/sockscope/config.toml"
+
+
+def test_collector_splice_is_a_boolean(tmp_path: Path) -> None:
+    assert (
+        config.load(None, ["collector.splice=false"], default_path=str(tmp_path / "none.toml")).collector.splice
+        is False
+    )
+    with pytest.raises(config.ConfigError) as exc:
+        config.load(None, ['collector.splice="no"'], default_path=str(tmp_path / "none.toml"))
+    assert str(exc.value) == '<command line>: collector.splice: expected true or false, got "no"'
