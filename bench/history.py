@@ -951,69 +951,9 @@ def explain_report(path: str, now: float, spec: ReportSpec, runs: int) -> dict[s
             out["pushed_sql"] = pushed
             out["pushed_ms"] = _time_sql(db, pushed, runs)
             out["pushed_same"] = db.execute(pushed).fetchall() == db.execute(sql).fetchall()
-            if "hours" in inner and spec.by == "process":
-                # hours and minutes carry process_id: group on it, join the ~1,000 processes once
-                by_proc = _by_process_sql(segs, spec.top)
-                out["by_process_id_ms"] = _time_sql(db, by_proc, runs)
-                a = [tuple(r[-2:]) for r in db.execute(by_proc)]
-                b = [tuple(r[-2:]) for r in db.execute(sql)]
-                out["by_process_id_same"] = a == b
-                # a per-(day, process) roll-up, as a TEMP table here (the file stays read-only)
-                db.execute(
-                    "CREATE TEMP TABLE proc_days (ts INTEGER NOT NULL, process_id INTEGER NOT NULL,"
-                    " tx INTEGER NOT NULL, rx INTEGER NOT NULL, PRIMARY KEY (ts, process_id)) WITHOUT ROWID"
-                )
-                db.execute(
-                    "INSERT INTO temp.proc_days SELECT ts / 86400 * 86400, process_id, sum(tx), sum(rx) FROM hours"
-                    " GROUP BY 1, 2 ORDER BY 1, 2"
-                )
-                out["proc_days_rows"] = db.execute("SELECT count(*) FROM temp.proc_days").fetchone()[0]
-                by_day = _by_process_sql(with_days(segs), spec.top)
-                out["proc_days_ms"] = _time_sql(db, by_day, runs)
-                out["proc_days_same"] = [tuple(r[-2:]) for r in db.execute(by_day)] == b
         out["full_ms"] = _time_sql(db, sql, runs)
     finally:
         db.close()
-    return out
-
-
-def _by_process_sql(segs: Sequence[tuple[str, float, float]], top: int | None) -> str:
-    parts = []
-    for res, lo, hi in segs:
-        if res == "raw":
-            parts.append(
-                "SELECT c.process_id AS process_id, sum(s.tx) AS tx, sum(s.rx) AS rx FROM samples s"
-                f" JOIN connections c ON c.id = s.conn_id WHERE s.ts > {int(lo * 1000)} AND s.ts <= {int(hi * 1000)}"
-                " GROUP BY c.process_id"
-            )
-        else:
-            table = {"minute": "minutes", "hour": "hours", "day": "temp.proc_days"}[res]
-            parts.append(
-                f"SELECT process_id, sum(tx) AS tx, sum(rx) AS rx FROM {table} WHERE ts >= {int(lo)} AND ts < {int(hi)}"
-                " GROUP BY process_id"
-            )
-    sql = (
-        "SELECT p.pid, p.comm, e.path, p.cmdline, p.user, sum(t.tx), sum(t.rx) FROM ("
-        + " UNION ALL ".join(parts)
-        + ") t JOIN processes p ON p.id = t.process_id LEFT JOIN exes e ON e.id = p.exe_id"
-        " GROUP BY p.id ORDER BY sum(t.tx) + sum(t.rx) DESC"
-    )
-    return sql + (f" LIMIT {int(top)}" if top is not None else "")
-
-
-def with_days(segs: Sequence[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
-    """The same segments with the whole (UTC) days of hour segments read from a daily table."""
-    out: list[tuple[str, float, float]] = []
-    for res, lo, hi in segs:
-        d_lo, d_hi = math.ceil(lo / DAY) * DAY, math.floor(hi / DAY) * DAY
-        if res != "hour" or d_lo >= d_hi:
-            out.append((res, lo, hi))
-            continue
-        if lo < d_lo:
-            out.append(("hour", lo, d_lo))
-        out.append(("day", d_lo, d_hi))
-        if d_hi < hi:
-            out.append(("hour", d_hi, hi))
     return out
 
 
@@ -1330,18 +1270,6 @@ def render(res: dict[str, Any]) -> str:
                 f"What-if (read-only, same SQL otherwise): summing per connection before the joins:"
                 f" {ex['pushed_ms']:.1f} ms (same answer: {'yes' if ex.get('pushed_same') else 'NO'})."
             )
-            if "by_process_id_ms" in ex:
-                lines.append(
-                    f"What-if: grouping minutes/hours on their `process_id` column (no connections join but for"
-                    f" raw rows), joining processes once per group: {ex['by_process_id_ms']:.1f} ms"
-                    f" (same totals: {'yes' if ex.get('by_process_id_same') else 'NO'})."
-                )
-            if "proc_days_ms" in ex:
-                lines.append(
-                    f"What-if: a per-(day, process) roll-up ({fmt_int(ex['proc_days_rows'])} rows for the whole"
-                    f" period) for the whole days, hours/minutes/raw for the edges: {ex['proc_days_ms']:.1f} ms"
-                    f" (same totals: {'yes' if ex.get('proc_days_same') else 'NO'})."
-                )
     return "\n".join(lines) + "\n"
 
 
