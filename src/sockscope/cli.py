@@ -21,6 +21,7 @@ from sockscope.collector.model import Interval
 from sockscope.collector.source import Source
 from sockscope.output import jsonl, table
 from sockscope.store.base import GROUPINGS, StoreError
+from sockscope.ticks import ticks
 
 SourceFactory = Callable[[CollectorOptions], Source]
 
@@ -138,18 +139,11 @@ def run_top(
     stop = stop or _Stop()
     source.start()
     try:
-        emitted = 0
-        deadline = time.monotonic() + args.interval
-        while True:
-            stopped = stop.event.wait(max(0.0, deadline - time.monotonic()))
-            iv = source.read()
-            deadline += args.interval
-            if deadline < time.monotonic():  # fell behind (suspend, slow terminal): don't burst
-                deadline = time.monotonic() + args.interval
-            _emit(iv, args, out)
-            emitted += 1
-            if stopped or (args.count is not None and emitted >= args.count):
-                return 0
+        for emitted, last in enumerate(ticks(args.interval, stop.event), 1):
+            _emit(source.read(), args, out)
+            if last or (args.count is not None and emitted >= args.count):
+                break
+        return 0
     finally:
         source.close()
 

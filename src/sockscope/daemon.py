@@ -19,6 +19,7 @@ from sockscope.collector.model import Interval
 from sockscope.collector.source import Source
 from sockscope.config import Config
 from sockscope.store.base import HistoryWriter, Retention, StoreError, StoreUnavailable
+from sockscope.ticks import ticks
 
 MAINTAIN_EVERY = 60.0  # seconds between roll-ups and purges
 MAX_PENDING = 86_400  # intervals kept in memory while the database cannot be written (a day at 1 s)
@@ -120,20 +121,8 @@ class Daemon:
             self._flush()  # opens (or creates) the database now, so a bad path shows at once
             self._maintain(force=True)
             self.log(f"counting; writing {self.config.daemon.database} every {interval:g} s")
-            started = time.monotonic()
-            deadline = started + interval
-            while True:
-                end = None if duration is None else started + duration
-                wait = deadline - time.monotonic()
-                if end is not None:
-                    wait = min(wait, end - time.monotonic())
-                stopped = stop.wait(max(0.0, wait))
+            for _ in ticks(interval, stop, duration):
                 self.step()
-                deadline += interval
-                if deadline < time.monotonic():
-                    deadline = time.monotonic() + interval
-                if stopped or (end is not None and time.monotonic() >= end):
-                    break
         finally:
             self.source.close()
             self._shutdown()

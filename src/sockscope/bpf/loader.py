@@ -7,11 +7,13 @@ when they can be; without them counting still works, with less detail.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -97,6 +99,18 @@ def cgroup2_root(mounts: str = "/proc/self/mounts") -> str | None:
     except OSError:
         return None
     return None
+
+
+@contextlib.contextmanager
+def _cgroup_dir() -> Iterator[int | None]:
+    """An fd of the cgroup v2 root, where the sock_addr hooks attach (None: not mounted)."""
+    root = cgroup2_root()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY) if root else None
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 _HINTS = {
@@ -204,10 +218,8 @@ class Collector:
             self._ncpu = libbpf.num_possible_cpus()
         except libbpf.LibbpfMissing as exc:
             raise CollectorError(f"{exc}. sockscope loads BPF programs through the distribution's libbpf.") from exc
-        root = cgroup2_root()
-        cgroup_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY) if root else None
         tried: list[HookStatus] = []
-        try:
+        with _cgroup_dir() as cgroup_fd:
             groups = [g for g in COUNT_GROUPS if g.name in self.options.count_groups]
             for group in groups:
                 obj, aux_failed = self._load_best(group)
@@ -229,9 +241,6 @@ class Collector:
                 self.hooks = tried + statuses + aux_failed
                 self._last_read = time.monotonic()
                 return
-        finally:
-            if cgroup_fd is not None:
-                os.close(cgroup_fd)
         self.hooks = tried
         first_error = {s.group: s.error for s in reversed(tried) if s.error}
         reasons = "; ".join(f"{g.name}: {first_error[g.name]}" for g in groups if g.name in first_error)
@@ -266,9 +275,7 @@ class Collector:
 
     def probe(self, group: HookGroup) -> list[HookStatus]:
         """Load and attach one group alone, then detach: what doctor reports."""
-        root = cgroup2_root()
-        cgroup_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY) if root else None
-        try:
+        with _cgroup_dir() as cgroup_fd:
             try:
                 obj = self._open(set(group.programs))
             except libbpf.LibbpfError as exc:
@@ -280,9 +287,6 @@ class Collector:
                 self._detach()
                 self._links = saved
                 obj.close()
-        finally:
-            if cgroup_fd is not None:
-                os.close(cgroup_fd)
 
     def _detach(self) -> None:
         for link in self._links:

@@ -91,7 +91,7 @@ def interval_dict(iv: Interval) -> dict[str, Any]:
     return {
         "version": FORMAT_VERSION,
         "ts": round(iv.ts, 3),
-        "time": datetime.fromtimestamp(iv.ts, UTC).isoformat(timespec="milliseconds"),
+        "time": _iso(iv.ts),
         "interval": round(iv.interval, 6),
         "tx_bytes": iv.tx_bytes,
         "rx_bytes": iv.rx_bytes,
