@@ -664,8 +664,9 @@ def fill(path: str, args: argparse.Namespace, lay: Layout) -> FillStats:
             ended = spec.start + spec.seconds <= lay.now
             conn_rows.append(
                 (cid, proc.id, boot, cookie0 + cid, spec.proto, spec.family, spec.laddr, spec.lport, spec.raddr,
-                 spec.rport, proc.netns, "payload", spec.initiator, first + 1.0, last + 1.0,
-                 spec.start + 0.25 if tcp else None, float(spec.start + spec.seconds) if tcp and ended else None)
+                 spec.rport, None, None, spec.initiator, first + 1, last + 1,
+                 (spec.start * 1000 + 250) if tcp else None,
+                 (spec.start + spec.seconds) * 1000 if tcp and ended else None)
             )  # fmt: skip
             stats.traffic_tx += sum(m[1] for m in traffic.minutes)
             stats.traffic_rx += sum(m[2] for m in traffic.minutes)
@@ -674,8 +675,11 @@ def fill(path: str, args: argparse.Namespace, lay: Layout) -> FillStats:
         minute_rows, hour_rows, sample_rows = roll.flush(math.inf if last_chunk else boundary)
         db.execute("BEGIN")
         db.executemany(CONN_SQL, conn_rows)
-        db.executemany("INSERT INTO minutes (ts, conn_id, process_id, tx, rx) VALUES (?,?,?,?,?)", minute_rows)
-        db.executemany("INSERT INTO hours (ts, conn_id, process_id, tx, rx) VALUES (?,?,?,?,?)", hour_rows)
+        # The rows carry the process id for the checks here; the tables do not (schema v2).
+        db.executemany(
+            "INSERT INTO minutes (ts, conn_id, tx, rx) VALUES (?,?,?,?)", [r[:2] + r[3:] for r in minute_rows]
+        )
+        db.executemany("INSERT INTO hours (ts, conn_id, tx, rx) VALUES (?,?,?,?)", [r[:2] + r[3:] for r in hour_rows])
         db.executemany("INSERT INTO samples (ts, conn_id, tx, rx) VALUES (?,?,?,?)", sample_rows)
         if not args.no_intervals:
             hi = lay.now if last_chunk else min(boundary, lay.now)
@@ -832,15 +836,13 @@ def btree_sizes(path: str) -> list[dict[str, Any]] | None:
 
 
 def size_facts(path: str, lay: Layout) -> dict[str, Any]:
-    """Figures behind the size: the boot text per connection, old minute rows, long-lived rows."""
+    """Figures behind the size: old minute rows, long-lived rows."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         one = db.execute
         minutes = one("SELECT count(*) FROM minutes").fetchone()[0]
         return {
             "connections": one("SELECT count(*) FROM connections").fetchone()[0],
-            # in the row and again in every connections_cookie (boot, cookie) entry (text length of the id)
-            "boot_text_bytes": 2 * (one("SELECT sum(length(boot)) FROM connections").fetchone()[0] or 0),
             "minutes": minutes,
             "minutes_older_7d": one("SELECT count(*) FROM minutes WHERE ts < ?", (lay.now - 7 * DAY,)).fetchone()[0],
             "minutes_long_lived": one(
@@ -1284,8 +1286,7 @@ def size_notes(res: dict[str, Any]) -> list[str]:
         conn_bytes = sum(b["bytes"] for b in conn_trees)
         out.append(
             f"- connections and their indexes: {mb(conn_bytes):.1f} MB, {conn_bytes / facts['connections']:.0f} B"
-            f" per connection; the interned `boot` id, in every row and every `connections_cookie` entry, is"
-            f" {mb(facts['boot_text_bytes']):.1f} MB of it."
+            " per connection."
         )
     if "minutes" in by_name and facts["minutes"]:
         m = by_name["minutes"]
@@ -1299,12 +1300,10 @@ def size_notes(res: dict[str, Any]) -> list[str]:
     if "samples" in by_name:
         out.append(f"- samples: {mb(by_name['samples']['bytes']):.1f} MB for the 2 days of raw rows.")
     if "intervals" in by_name and days:
-        per_day = by_name["intervals"]["bytes"] / days
-        keep = Retention().hour / DAY
+        keep = Retention().raw / DAY
         out.append(
-            f"- intervals: {mb(by_name['intervals']['bytes']):.1f} MB, one row per second ({mb(per_day):.2f} MB a"
-            f" day), kept as long as hours rows ({keep:.0f} d): {mb(per_day * keep):,.0f} MB at the end of that"
-            " retention."
+            f"- intervals: {mb(by_name['intervals']['bytes']):.1f} MB, one row per second, kept and purged with the"
+            f" raw rows ({keep:.0f} d)."
         )
     return out
 

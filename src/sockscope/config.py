@@ -152,7 +152,7 @@ _SECTIONS: dict[str, _Section] = {
         "how long each resolution is kept",
         {
             "raw": _Key("2d", 'seconds, or a duration: "90s", "10m", "2h", "2d", "1w"'),
-            "minute": _Key("30d", ""),
+            "minute": _Key("14d", "older ranges are answered to the hour"),
             "hour": _Key("730d", "must be raw <= minute <= hour, each > 0"),
         },
     ),

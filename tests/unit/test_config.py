@@ -59,7 +59,7 @@ def cli(tmp_path: Path, *overrides: str) -> Config:
 def test_default_values() -> None:
     assert Config.default() == Config(
         daemon=DaemonConfig(interval=1.0, database="/var/lib/sockscope/sockscope.db"),
-        retention=RetentionConfig(raw=2 * DAY, minute=30 * DAY, hour=730 * DAY),
+        retention=RetentionConfig(raw=2 * DAY, minute=14 * DAY, hour=730 * DAY),
         ignore=IgnoreConfig(processes=frozenset(), ports=frozenset(), networks=()),
         udp=UdpConfig(idle_timeout=60.0),
         collector=CollectorConfig(max_flows=16384),
@@ -231,8 +231,8 @@ REFUSALS = [
     ("[retention]\nhour = -1\n", 2, "retention.hour", "must be > 0, got -1"),
     ("[retention]\nhour = inf\n", 2, "retention.hour", "must be a finite duration, got inf"),
     ('[retention]\nminute = "1d"\n', 2, "retention.minute", f"1d is shorter than retention.raw (2d); {ORDER}"),
-    ('[retention]\nraw = "40d"\n', 2, "retention.raw", f"40d is longer than retention.minute (30d); {ORDER}"),
-    ('[retention]\nhour = "1w"\n', 2, "retention.hour", f"1w is shorter than retention.minute (30d); {ORDER}"),
+    ('[retention]\nraw = "40d"\n', 2, "retention.raw", f"40d is longer than retention.minute (2w); {ORDER}"),
+    ('[retention]\nhour = "1w"\n', 2, "retention.hour", f"1w is shorter than retention.minute (2w); {ORDER}"),
     (
         '[retention]\nraw = "1d"\nminute = 3600\n',
         3,

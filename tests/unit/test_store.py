@@ -29,7 +29,7 @@ from sockscope.store.base import (
     plan_segments,
     split_days,
 )
-from sockscope.store.sqlite import SCHEMA_VERSION, SqliteReader, SqliteWriter, open_writer
+from sockscope.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteReader, SqliteWriter, open_writer
 
 H0 = 1_699_999_200  # a whole hour (and so a whole minute), Unix seconds
 BOOT = "boot-a"
@@ -340,7 +340,7 @@ def test_new_database_mode_schema_and_wal(tmp_path: Path) -> None:
         wal = Path(str(path) + "-wal")
         assert wal.exists()
         assert stat.S_IMODE(wal.stat().st_mode) == 0o640  # the WAL holds the same command lines
-        assert _meta(writer.db, "schema_version") == "1" == str(SCHEMA_VERSION)
+        assert _meta(writer.db, "schema_version") == "2" == str(SCHEMA_VERSION)
         assert writer.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         with sqlite3.connect(path) as other:
             assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent, not per connection
@@ -359,7 +359,7 @@ def test_reopening_keeps_data_and_schema(db_path: str) -> None:
     w.close()
     r = SqliteReader(db_path)
     try:
-        assert _meta(r.db, "schema_version") == "1"
+        assert _meta(r.db, "schema_version") == str(SCHEMA_VERSION)
         assert _count(r.db, "connections") == 1  # the same connection, found again after reopening
         assert _by_conn(r.report(H0, H0 + 120, "connection")) == {"tcp": (12, 14)}
     finally:
@@ -702,7 +702,11 @@ def test_lifecycle_events_set_opened_and_closed(db_path: str) -> None:
             ),
         ]
     )
-    rows = list(writer.db.execute("SELECT cookie, raddr, opened, closed, initiator FROM connections ORDER BY cookie"))
+    rows = list(
+        writer.db.execute(
+            "SELECT cookie, raddr, opened / 1e3, closed / 1e3, initiator FROM connections ORDER BY cookie"
+        )
+    )
     assert rows == [
         (11, "203.0.113.5", H0 + 12.5, H0 + 100.25, "remote"),
         (22, "10.0.0.7", None, None, None),
@@ -751,7 +755,7 @@ def test_corrupt_file_is_moved_aside_and_replaced(db_path: str) -> None:
         assert Path(aside[0]).read_bytes() == garbage
         assert len(messages) == 1 and aside[0] in messages[0] and "started a new database" in messages[0]
         writer.write([_interval(H0 + 60, {"tcp": (3, 4)})])
-        assert _meta(writer.db, "schema_version") == "1"
+        assert _meta(writer.db, "schema_version") == str(SCHEMA_VERSION)
         reader = SqliteReader(db_path)
         try:
             assert _by_conn(reader.report(H0, H0 + 60, "connection")) == {"tcp": (3, 4)}
@@ -791,14 +795,72 @@ def _bump_schema(path: str, version: int) -> None:
 def test_newer_schema_is_refused(db_path: str) -> None:
     SqliteWriter(db_path, boot=BOOT).close()
     _bump_schema(db_path, SCHEMA_VERSION + 1)
-    with pytest.raises(SchemaTooNew, match="schema 2; this sockscope knows up to 1"):
+    with pytest.raises(SchemaTooNew, match="schema 3; this sockscope knows up to 2"):
         SqliteWriter(db_path, boot=BOOT)
     with pytest.raises(SchemaTooNew):
         open_writer(db_path, boot=BOOT, log=lambda _m: None)
-    with pytest.raises(SchemaTooNew, match="schema 2"):
+    with pytest.raises(SchemaTooNew, match="schema 3"):
         SqliteReader(db_path)
     assert glob.glob(db_path + ".corrupt-*") == []  # refused, not moved aside
     assert os.path.exists(db_path)
+
+
+def _v1_database(path: str) -> None:
+    """A database as schema 1 left it: REAL times, copied process ids, a UNIQUE connection index."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(MIGRATIONS[0])
+    db.executescript(
+        f"""
+        INSERT INTO meta VALUES ('schema_version', '1'), ('minutes_to', '{H0 + 7200}.0'), ('hours_to', '{H0 + 3600}.0'),
+            ('raw_from', '{H0 + 3600}.0'), ('days_to', '0.0');
+        INSERT INTO boots VALUES (1, '{BOOT}');
+        INSERT INTO exes VALUES (1, '/usr/bin/curl');
+        INSERT INTO processes (id, boot, pid, start_ns, comm, exe_id, netns, first_seen)
+            VALUES (1, 1, 100, 5, 'curl', 1, 4026531840, {H0}.5);
+        INSERT INTO connections VALUES
+            (1, 1, 1, 11, 'tcp', 4, '10.0.0.1', 40000, '203.0.113.5', 443, 4026531840, 'payload', 'local',
+             {H0}.5, {H0 + 4000}.25, {H0}.125, {H0 + 3999}.75),
+            (2, 1, 1, 22, 'icmp', 4, '10.0.0.1', NULL, '203.0.113.6', NULL, 4026532000, 'icmp-message', NULL,
+             {H0 + 10}.0, {H0 + 20}.0, NULL, NULL);
+        INSERT INTO hours VALUES ({H0}, 1, 1, 1000, 2000), ({H0}, 2, 1, 3, 4);
+        INSERT INTO minutes VALUES ({H0 + 3600}, 1, 1, 10, 20), ({H0 + 3660}, 1, 1, 30, 40);
+        INSERT INTO samples VALUES ({(H0 + 7201) * 1000}, 1, 5, 6);
+        """
+    )
+    db.close()
+
+
+def test_schema_1_is_migrated_keeping_every_byte(db_path: str) -> None:
+    _v1_database(db_path)
+    SqliteWriter(db_path, boot=BOOT).close()
+    reader = SqliteReader(db_path)
+    try:
+        assert _meta(reader.db, "schema_version") == str(SCHEMA_VERSION)
+        by_conn = {r.key["proto"]: r for r in reader.report(H0, H0 + 7260, "connection")}
+        tcp, icmp = by_conn["tcp"], by_conn["icmp"]
+        assert (tcp.tx_bytes, tcp.rx_bytes, icmp.tx_bytes, icmp.rx_bytes) == (1045, 2066, 3, 4)
+        assert (tcp.key["start"], tcp.key["end"], tcp.key["duration"]) == (H0 + 0.125, H0 + 3999.75, 3999.625)
+        assert (icmp.key["start"], icmp.key["end"]) == (H0 + 10, H0 + 20)  # first and last seen, whole seconds
+        [proc] = reader.report(H0, H0 + 7260, "process")
+        assert (proc.tx_bytes, proc.rx_bytes, proc.key["comm"]) == (1048, 2070, "curl")
+        # the common values are NULL now; what differs from them is kept
+        rows = list(reader.db.execute("SELECT cookie, netns, counts, first_seen, last_seen FROM connections"))
+        assert sorted(rows) == [(11, None, None, H0, H0 + 4001), (22, 4026532000, "icmp-message", H0 + 10, H0 + 20)]
+        indexes = {r[0] for r in reader.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "sqlite_autoindex_connections_1" not in indexes and "connections_cookie" in indexes
+    finally:
+        reader.close()
+    # the writer finds the migrated connection again rather than adding a second row
+    writer = SqliteWriter(db_path, boot=BOOT)
+    try:
+        curl = ProcessSample(pid=100, comm="curl", exe="/usr/bin/curl", cmdline=None, uid=None, user=None, start_ns=5)
+        conn = ConnectionSample(proto="tcp", family=4, laddr="10.0.0.1", lport=40000, raddr="203.0.113.5", rport=443,
+                                state=None, tx_bytes=1, rx_bytes=1, cookie=11, netns=4026531840)  # fmt: skip
+        curl.connections.append(conn)
+        writer.write([Interval(ts=H0 + 7230, interval=1.0, processes=[curl])])
+        assert _count(writer.db, "connections") == 2
+    finally:
+        writer.close()
 
 
 def test_reader_on_missing_file(tmp_path: Path) -> None:
@@ -812,7 +874,7 @@ def test_reader_on_missing_file(tmp_path: Path) -> None:
 
 def test_reader_on_unmigrated_file(db_path: str) -> None:
     sqlite3.connect(db_path).execute("CREATE TABLE t (x)").connection.close()
-    with pytest.raises(StoreError, match="schema 0 is older than 1; start the daemon to migrate"):
+    with pytest.raises(StoreError, match="schema 0 is older than 2; start the daemon to migrate"):
         SqliteReader(db_path)
 
 

@@ -35,7 +35,7 @@ class SchemaTooNew(StoreError):
 @dataclass(frozen=True)
 class Retention:
     raw: float = 2 * 86400.0
-    minute: float = 30 * 86400.0
+    minute: float = 14 * 86400.0
     hour: float = 730 * 86400.0
 
 

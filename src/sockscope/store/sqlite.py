@@ -9,6 +9,7 @@ the finer rows, so a range gives the same totals whichever resolution answers.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 import time
@@ -31,7 +32,7 @@ from sockscope.store.base import (
     split_days,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LAST_SEEN_STEP = 60.0  # seconds: connections.last_seen is kept to this precision
 
 # Migrations: MIGRATIONS[n] takes a database from version n to n + 1.
@@ -86,6 +87,47 @@ MIGRATIONS: dict[int, str] = {
         unattributed_tx INTEGER NOT NULL, unattributed_rx INTEGER NOT NULL,
         dropped_events INTEGER NOT NULL, dropped_bytes INTEGER NOT NULL
     );
+    """,
+    # v2, smaller rows (the 30-day benchmark 293 -> see README): no UNIQUE index on connections (the
+    # writer looks a connection up through connections_cookie); whole seconds for first/last seen,
+    # milliseconds for opened/closed; NULL for the common netns (the process's) and counts
+    # ('payload'); no process_id copied into minutes and hours (a join answers it).
+    1: """
+    CREATE TABLE connections_v2 (
+        id INTEGER PRIMARY KEY,
+        process_id INTEGER NOT NULL REFERENCES processes(id),
+        boot INTEGER NOT NULL REFERENCES boots(id), cookie INTEGER NOT NULL,
+        proto TEXT NOT NULL, family INTEGER, laddr TEXT, lport INTEGER, raddr TEXT, rport INTEGER,
+        netns INTEGER,  -- NULL: the process's
+        counts TEXT,  -- NULL: payload
+        initiator TEXT,
+        first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,  -- Unix seconds, rounded outwards
+        opened INTEGER, closed INTEGER  -- Unix milliseconds
+    );
+    INSERT INTO connections_v2
+        SELECT c.id, c.process_id, c.boot, c.cookie, c.proto, c.family, c.laddr, c.lport, c.raddr, c.rport,
+               nullif(c.netns, p.netns), nullif(c.counts, 'payload'), c.initiator,
+               CAST(c.first_seen AS INTEGER),
+               CAST(c.last_seen AS INTEGER) + (c.last_seen > CAST(c.last_seen AS INTEGER)),
+               CAST(round(c.opened * 1000) AS INTEGER), CAST(round(c.closed * 1000) AS INTEGER)
+        FROM connections c LEFT JOIN processes p ON p.id = c.process_id;
+    DROP TABLE connections;
+    ALTER TABLE connections_v2 RENAME TO connections;
+    CREATE INDEX connections_cookie ON connections (boot, cookie);
+    CREATE TABLE minutes_v2 (
+        ts INTEGER NOT NULL, conn_id INTEGER NOT NULL, tx INTEGER NOT NULL, rx INTEGER NOT NULL,
+        PRIMARY KEY (ts, conn_id)
+    ) WITHOUT ROWID;
+    INSERT INTO minutes_v2 SELECT ts, conn_id, tx, rx FROM minutes;
+    DROP TABLE minutes;
+    ALTER TABLE minutes_v2 RENAME TO minutes;
+    CREATE TABLE hours_v2 (
+        ts INTEGER NOT NULL, conn_id INTEGER NOT NULL, tx INTEGER NOT NULL, rx INTEGER NOT NULL,
+        PRIMARY KEY (ts, conn_id)
+    ) WITHOUT ROWID;
+    INSERT INTO hours_v2 SELECT ts, conn_id, tx, rx FROM hours;
+    DROP TABLE hours;
+    ALTER TABLE hours_v2 RENAME TO hours;
     """,
 }
 
@@ -212,29 +254,28 @@ class SqliteWriter(HistoryWriter):
             self._procs[key] = found
         return found
 
-    def _connection_id(self, process_id: int, c: Any, now: float) -> int:
+    def _connection_id(self, process_id: int, netns: int | None, c: Any, now: float) -> int:
         key = (process_id, c.cookie, c.raddr, c.rport)
         found = self._conns.get(key)
         if found is None:
-            # Look first: UNIQUE does not see two NULL peers as equal, so ON CONFLICT alone would duplicate.
+            # No UNIQUE index (it was a tenth of the file): the cookie index narrows to a row or two.
+            # Only this writer inserts, inside its transaction, so look-then-insert cannot race.
             row = self.db.execute(
-                "SELECT id FROM connections WHERE process_id = ? AND cookie = ? AND raddr IS ? AND rport IS ?",
-                (process_id, c.cookie, c.raddr, c.rport),
+                "SELECT id FROM connections WHERE boot = ? AND cookie = ? AND process_id = ? AND raddr IS ?"
+                " AND rport IS ?",
+                (self.boot_row, c.cookie, process_id, c.raddr, c.rport),
             ).fetchone()
             if row is not None:
                 self._conns[key] = row[0]
                 return int(row[0])
-            self.db.execute(
+            cur = self.db.execute(
                 "INSERT INTO connections (process_id, boot, cookie, proto, family, laddr, lport, raddr, rport, netns,"
-                " counts, initiator, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT (process_id, cookie, raddr, rport) DO NOTHING",
-                (process_id, self.boot_row, c.cookie, c.proto, c.family, c.laddr, c.lport, c.raddr, c.rport, c.netns,
-                 c.counts, c.initiator, now, now),
+                " counts, initiator, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (process_id, self.boot_row, c.cookie, c.proto, c.family, c.laddr, c.lport, c.raddr, c.rport,
+                 None if c.netns == netns else c.netns, None if c.counts == "payload" else c.counts, c.initiator,
+                 math.floor(now), math.ceil(now)),
             )  # fmt: skip
-            found = self.db.execute(
-                "SELECT id FROM connections WHERE process_id = ? AND cookie = ? AND raddr IS ? AND rport IS ?",
-                (process_id, c.cookie, c.raddr, c.rport),
-            ).fetchone()[0]
+            found = int(cur.lastrowid or 0)
             self._conns[key] = found
         return found
 
@@ -255,7 +296,7 @@ class SqliteWriter(HistoryWriter):
                         for c in p.connections:
                             if c.tx_bytes == 0 and c.rx_bytes == 0:
                                 continue
-                            cid = self._connection_id(pid, c, iv.ts)
+                            cid = self._connection_id(pid, p.netns, c, iv.ts)
                             rows.append((ts_ms, cid, c.tx_bytes, c.rx_bytes))
                             seen.append(cid)
                     self.db.executemany(
@@ -267,7 +308,7 @@ class SqliteWriter(HistoryWriter):
                     stale = [cid for cid in seen if iv.ts - self._last_seen.get(cid, 0.0) >= LAST_SEEN_STEP]
                     self.db.executemany(
                         "UPDATE connections SET last_seen = max(last_seen, ?) WHERE id = ?",
-                        [(iv.ts, cid) for cid in stale],
+                        [(math.ceil(iv.ts), cid) for cid in stale],
                     )
                     for cid in stale:
                         self._last_seen[cid] = iv.ts
@@ -299,31 +340,31 @@ class SqliteWriter(HistoryWriter):
             if e.event == "tcp_open":
                 self.db.execute(
                     "UPDATE connections SET opened = ?, initiator = ? WHERE boot = ? AND cookie = ?",
-                    (e.start, e.initiator, self.boot_row, e.cookie),
+                    (_ms(e.start), e.initiator, self.boot_row, e.cookie),
                 )
             elif e.event == "tcp_close":
                 self.db.execute(
                     "UPDATE connections SET opened = coalesce(opened, ?), closed = ?,"
                     " initiator = coalesce(?, initiator) WHERE boot = ? AND cookie = ?",
-                    (e.start, e.end, e.initiator, self.boot_row, e.cookie),
+                    (_ms(e.start), _ms(e.end), e.initiator, self.boot_row, e.cookie),
                 )
 
     def _add_late(self, rows: list[tuple[int, int, int, int]]) -> None:
         hours_to = _meta_float(self.db, "hours_to", 0.0)
         days_to = _meta_float(self.db, "days_to", 0.0)
         for ts_ms, cid, tx, rx in rows:
-            pid = self.db.execute("SELECT process_id FROM connections WHERE id = ?", (cid,)).fetchone()[0]
             for table, step, limit in (("minutes", 60, float("inf")), ("hours", 3600, hours_to)):
                 bucket = (ts_ms - 1) // (step * 1000) * step
                 if bucket >= limit:
                     continue
                 self.db.execute(
-                    f"INSERT INTO {table} (ts, conn_id, process_id, tx, rx) VALUES (?,?,?,?,?)"
+                    f"INSERT INTO {table} (ts, conn_id, tx, rx) VALUES (?,?,?,?)"
                     " ON CONFLICT (ts, conn_id) DO UPDATE SET tx = tx + excluded.tx, rx = rx + excluded.rx",
-                    (bucket, cid, pid, tx, rx),
+                    (bucket, cid, tx, rx),
                 )
             day = (ts_ms - 1) // (DAY * 1000) * DAY
             if day < days_to:
+                pid = self.db.execute("SELECT process_id FROM connections WHERE id = ?", (cid,)).fetchone()[0]
                 self.db.execute(
                     "INSERT INTO process_days (ts, process_id, tx, rx) VALUES (?,?,?,?) ON CONFLICT (ts, process_id)"
                     " DO UPDATE SET tx = tx + excluded.tx, rx = rx + excluded.rx",
@@ -356,9 +397,8 @@ class SqliteWriter(HistoryWriter):
             _set_meta(self.db, "hours_to", minutes_to // 3600 * 3600)
         if target > minutes_to:
             self.db.execute(
-                "INSERT INTO minutes (ts, conn_id, process_id, tx, rx)"
-                " SELECT (s.ts - 1) / 60000 * 60, s.conn_id, c.process_id, sum(s.tx), sum(s.rx)"
-                " FROM samples s JOIN connections c ON c.id = s.conn_id WHERE s.ts > ? AND s.ts <= ?"
+                "INSERT INTO minutes (ts, conn_id, tx, rx)"
+                " SELECT (ts - 1) / 60000 * 60, conn_id, sum(tx), sum(rx) FROM samples WHERE ts > ? AND ts <= ?"
                 " GROUP BY 1, 2 ORDER BY 1, 2"
                 " ON CONFLICT (ts, conn_id) DO UPDATE SET tx = tx + excluded.tx, rx = rx + excluded.rx",
                 (int(minutes_to * 1000), int(target * 1000)),
@@ -369,8 +409,8 @@ class SqliteWriter(HistoryWriter):
         h_target = minutes_to // 3600 * 3600
         if h_target > hours_to:
             self.db.execute(
-                "INSERT INTO hours (ts, conn_id, process_id, tx, rx)"
-                " SELECT ts / 3600 * 3600, conn_id, process_id, sum(tx), sum(rx)"
+                "INSERT INTO hours (ts, conn_id, tx, rx)"
+                " SELECT ts / 3600 * 3600, conn_id, sum(tx), sum(rx)"
                 " FROM minutes WHERE ts >= ? AND ts < ? GROUP BY 1, 2 ORDER BY 1, 2"
                 " ON CONFLICT (ts, conn_id) DO UPDATE SET tx = tx + excluded.tx, rx = rx + excluded.rx",
                 (int(hours_to), int(h_target)),
@@ -417,6 +457,10 @@ class SqliteWriter(HistoryWriter):
 DAY = 86400
 
 
+def _ms(t: float | None) -> int | None:
+    return None if t is None else round(t * 1000)
+
+
 def roll_days(db: sqlite3.Connection, hours_to: float) -> None:
     """Sum whole UTC days of hourly rows per process into process_days (up to hours_to)."""
     days_to = _meta_float(db, "days_to", -1.0)
@@ -428,8 +472,8 @@ def roll_days(db: sqlite3.Connection, hours_to: float) -> None:
     if target > days_to:
         db.execute(
             "INSERT INTO process_days (ts, process_id, tx, rx)"
-            " SELECT ts / 86400 * 86400, process_id, sum(tx), sum(rx) FROM hours WHERE ts >= ? AND ts < ?"
-            " GROUP BY 1, 2 ORDER BY 1, 2"
+            " SELECT h.ts / 86400 * 86400, c.process_id, sum(h.tx), sum(h.rx) FROM hours h"
+            " JOIN connections c ON c.id = h.conn_id WHERE h.ts >= ? AND h.ts < ? GROUP BY 1, 2 ORDER BY 1, 2"
             " ON CONFLICT (ts, process_id) DO UPDATE SET tx = tx + excluded.tx, rx = rx + excluded.rx",
             (int(days_to), int(target)),
         )
@@ -516,9 +560,14 @@ class SqliteReader(HistoryReader):
                     "SELECT c.process_id AS process_id, s.tx AS tx, s.rx AS rx FROM samples s"
                     f" JOIN connections c ON c.id = s.conn_id WHERE s.ts > {lo_ms} AND s.ts <= {hi_ms}"
                 )
+            elif res == "day":
+                parts.append(f"SELECT process_id, tx, rx FROM process_days WHERE ts >= {int(lo)} AND ts < {int(hi)}")
             else:
-                table = {"minute": "minutes", "hour": "hours", "day": "process_days"}[res]
-                parts.append(f"SELECT process_id, tx, rx FROM {table} WHERE ts >= {int(lo)} AND ts < {int(hi)}")
+                table = "minutes" if res == "minute" else "hours"
+                parts.append(
+                    f"SELECT c.process_id AS process_id, r.tx AS tx, r.rx AS rx FROM {table} r"
+                    f" JOIN connections c ON c.id = r.conn_id WHERE r.ts >= {int(lo)} AND r.ts < {int(hi)}"
+                )
         if not parts:
             return "SELECT 0 AS process_id, 0 AS tx, 0 AS rx WHERE 0"
         return " UNION ALL ".join(parts)
@@ -558,8 +607,9 @@ _GROUP_SQL: dict[str, tuple[str, str]] = {
     "remote": ("c.raddr", "c.raddr"),
     "port": ("c.proto, CASE WHEN c.initiator = 'remote' THEN c.lport ELSE c.rport END",
              "c.proto, CASE WHEN c.initiator = 'remote' THEN c.lport ELSE c.rport END"),
-    "connection": ("p.pid, p.comm, c.proto, c.laddr, c.lport, c.raddr, c.rport, coalesce(c.opened, c.first_seen),"
-                   " coalesce(c.closed, c.last_seen)", "c.id"),
+    "connection": ("p.pid, p.comm, c.proto, c.laddr, c.lport, c.raddr, c.rport,"
+                   " coalesce(c.opened / 1000.0, c.first_seen * 1.0), coalesce(c.closed / 1000.0, c.last_seen * 1.0)",
+                   "c.id"),
 }  # fmt: skip
 # The report's fields, less what is computed here rather than selected.
 _GROUP_KEYS = {by: tuple(f for f in fields if f != "duration") for by, fields in GROUP_FIELDS.items()}
