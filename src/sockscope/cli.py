@@ -62,8 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="also count for SECONDS and reconcile with the interfaces' own byte counters (/proc/net/dev)",
     )
 
-    top = sub.add_parser("top", help="live traffic per process and connection")
-    top.add_argument("--json", action="store_true", help="one JSON object per interval on its own line")
+    top = sub.add_parser("top", help="live traffic per process and connection (full screen on a terminal)")
+    out = top.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object per interval on its own line")
+    out.add_argument("--plain", action="store_true", help="a plain table per interval (the default when not a tty)")
+    top.add_argument(
+        "--source",
+        choices=("auto", "collector", "database"),
+        default="auto",
+        help="where the full screen's data comes from: auto (the daemon's database when a daemon is writing it,"
+        " else the collector; needs root), collector, database",
+    )
+    top.add_argument("--db", metavar="PATH", help="the daemon's database (default: daemon.database from --config)")
+    top.add_argument("--config", metavar="PATH", help=f"TOML configuration (default {config_mod.DEFAULT_PATH})")
     top.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS", help="default 1")
     top.add_argument("--count", type=_positive_int, default=None, metavar="N", help="stop after N intervals")
     top.add_argument("--bits", action="store_true", help="rates in bits per second (table only)")
@@ -146,6 +157,32 @@ def run_top(
         return 0
     finally:
         source.close()
+
+
+def run_top_screen(args: argparse.Namespace, factory: SourceFactory = _bpf_source) -> int:
+    """The full-screen UI: the collector, or the daemon's database when a daemon is writing it."""
+    import os
+
+    from sockscope.store import follow
+    from sockscope.tui.app import TopOptions, create_app
+    from sockscope.tui.history import DatabaseHistory
+
+    path = args.db or _config(args, []).daemon.database
+    use_db = args.source == "database" or (args.source == "auto" and follow.daemon_database_active(path))
+    options = CollectorOptions(max_flows=args.max_flows, udp_idle=args.udp_idle, splice=not args.no_splice)
+    source_factory: Callable[[], Source]
+    if use_db:
+        source_factory, origin = (lambda: follow.DatabaseSource(path)), f"database {path}"
+    else:
+        source_factory, origin = (lambda: factory(options)), "collector"
+    history = DatabaseHistory(path) if os.access(path, os.R_OK) else None
+    app = create_app(source_factory, TopOptions(interval=args.interval, bits=args.bits, origin=origin), history)
+    try:
+        app.run()
+    finally:
+        if history is not None:
+            history.close()
+    return app.return_code or 0
 
 
 def _emit(iv: Interval, args: argparse.Namespace, out: TextIO) -> None:
@@ -241,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_daemon(args)
         if args.command == "report":
             return run_report(args, sys.stdout)
+        if not args.json and not args.plain and sys.stdout.isatty() and sys.stdin.isatty():
+            return run_top_screen(args)
         stop = _Stop()
         stop.install()
         return run_top(args, sys.stdout, stop=stop)
