@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from sockscope.store.sqlite import SCHEMA_VERSION
 from tests.kernel.conftest import SOCKSCOPE, Netns, Traffic
 
 NOBODY = ["setpriv", "--reuid=65534", "--clear-groups"]
@@ -195,7 +196,8 @@ def test_corrupt_database_is_moved_aside_and_a_new_one_started(dbdir: Path) -> N
     aside = [p for p in dbdir.iterdir() if p.name.startswith("c.db.corrupt-")]
     assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not a database")
     assert "moved it aside" in err
-    assert sqlite3.connect(db).execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("1",)
+    version = sqlite3.connect(db).execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert version == (str(SCHEMA_VERSION),)
 
 
 def test_bad_config_refused_with_file_line_and_key(dbdir: Path) -> None:

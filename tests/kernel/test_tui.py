@@ -39,10 +39,8 @@ class Tmux:
         return out.stdout
 
     def keys(self, *keys: str) -> None:
-        """Typed one at a time, as a person types (a burst can arrive before "/" has opened the box)."""
-        for key in keys:
-            subprocess.run(["tmux", "send-keys", "-t", self.name, key], check=True, timeout=10)
-            time.sleep(0.05)
+        """All at once, as a paste arrives: keys right after "/" must still land in the filter box."""
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True, timeout=10)
 
     def alive(self) -> bool:
         return subprocess.run(["tmux", "has-session", "-t", self.name], capture_output=True, timeout=10).returncode == 0

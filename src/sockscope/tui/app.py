@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -124,6 +124,24 @@ class HelpScreen(ModalScreen[None]):
         yield Static(Text(HELP), id="help")
 
 
+class ProcTable(DataTable[Text]):
+    """The process table. Keys typed in a burst right after "/" (a paste, tmux send-keys) were
+    already on their way here when the filter box opened: hand them on to the box."""
+
+    async def on_key(self, event: events.Key) -> None:
+        box = self.app.query_one("#filter", Input)
+        if not box.display:  # open: whatever reaches the table now was typed for the box
+            return
+        if event.key == "enter":
+            await box.action_submit()
+        elif event.is_printable and event.character is not None:
+            box.insert_text_at_cursor(event.character)
+        else:
+            return
+        event.stop()
+        event.prevent_default()
+
+
 class TopApp(App[int]):
     TITLE = "sockscope"
     CSS = """
@@ -144,7 +162,8 @@ class TopApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "quit"),
         Binding("question_mark", "help", "help"),
-        Binding("slash", "filter", "filter"),
+        # priority: handled as it arrives, before the keys behind it are passed on to the focused table
+        Binding("slash", "filter", "filter", priority=True),
         Binding("escape", "clear_filter", "clear", show=False),
         Binding("s", "sort(1)", "sort"),
         Binding("S", "sort(-1)", "sort back", show=False),
@@ -188,8 +207,7 @@ class TopApp(App[int]):
             yield Static(id="summary")
             yield Input(placeholder="filter: program, user, unit, address or port (Esc clears)", id="filter")
             yield Input(placeholder="range: SINCE [UNTIL], e.g. 3d 1d or 2026-11-20 2026-11-21T12:00", id="range-input")
-            procs: DataTable[Text] = DataTable(id="procs", cursor_type="row", zebra_stripes=True)
-            yield procs
+            yield ProcTable(id="procs", cursor_type="row", zebra_stripes=True)
             yield Static(id="detail")
             with Horizontal(id="lower"):
                 yield DataTable(id="conns", cursor_type="row")
@@ -462,6 +480,9 @@ class TopApp(App[int]):
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
+        if box.display and box.has_focus:  # a "/" typed in the filter itself
+            box.insert_text_at_cursor("/")
+            return
         # Shown and focused at once (focus() waits for the next loop turn): keys typed right after "/"
         # (a paste, a fast typist, tmux send-keys) must land in the box, not trigger the table's keys.
         box.display = True
