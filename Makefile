@@ -66,6 +66,13 @@ bench: setup
 	mkdir -p bench/results
 	$(BIN)/python bench/overhead.py --pairs 7 --seconds 5 --json bench/results/overhead.json | tee bench/results/overhead.md
 
+## bench-compare: sockscope vs nethogs, a bpftrace one-liner and no monitor, side by side (about 10 minutes);
+## installs the tools it compares (scripts/install-bench-deps.sh), writes bench/results/compare.{md,json,png}
+.PHONY: bench-compare
+bench-compare: setup
+	bash scripts/install-bench-deps.sh
+	$(BIN)/python bench/compare.py --pairs 5 --seconds 5 --out bench/results
+
 clean:
 	rm -rf $(BUILD) $(BPF_OBJ) $(VENV)
 

@@ -510,13 +510,19 @@ def run_client(children: Children, iperf3: str, port: int, seconds: int, length:
         argv += ["-l", str(length)]
     proc = children.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        return client_result(proc, seconds)
+    finally:
+        children.forget(proc)
+
+
+def client_result(proc: subprocess.Popen[str], seconds: int) -> IperfResult:
+    """Wait for an `iperf3 -c ... -J` client (stdout and stderr piped) and parse its report."""
+    try:
         out, err = proc.communicate(timeout=seconds + CLIENT_SLACK)
     except subprocess.TimeoutExpired as exc:
         proc.kill()
         proc.communicate()
         raise BenchError(f"iperf3 client did not finish within {seconds + CLIENT_SLACK:.0f} s") from exc
-    finally:
-        children.forget(proc)
     try:
         doc = json.loads(out)
     except json.JSONDecodeError as exc:
