@@ -15,9 +15,9 @@ INTERVAL ?= 1
 
 .PHONY: run test setup deps venv bpf lint typecheck test-unit test-kernel bench clean contrib
 
-## run: set everything up, then show live traffic as JSON lines (Ctrl-C stops)
+## run: set everything up, then show live traffic: full screen on a terminal (q quits), else a table per interval
 run: setup
-	$(BIN)/sockscope top --json --interval $(INTERVAL)
+	$(BIN)/sockscope top --interval $(INTERVAL)
 
 ## test: set everything up, then lint, type-check and run the whole suite
 test: setup lint typecheck
