@@ -9,51 +9,27 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 
 from sockscope.collector.lifecycle import LifeEvent
-from sockscope.collector.model import ConnectionSample, Counters, Interval, ProcessSample
+from sockscope.collector.model import Counters, Interval
 from sockscope.store.base import Retention, StoreError, plan_segments
 from sockscope.store.follow import DatabaseSource, daemon_database_active, process_series, range_interval
 from sockscope.store.sqlite import SCHEMA_VERSION, SqliteReader, SqliteWriter
+from tests.store_samples import Conn, Proc, interval_of, life_of
 
 H0 = 1_699_999_200  # a whole hour (and so a whole minute), Unix seconds
 BOOT = "boot-a"
 NETNS = 4026531840
 
 
-class Proc(NamedTuple):
-    pid: int
-    comm: str
-    exe: str | None
-    cmdline: str
-    uid: int
-    user: str
-    unit: str
-    netns: int | None
-
-
-class Conn(NamedTuple):
-    proc: Proc
-    proto: str
-    laddr: str
-    lport: int | None
-    raddr: str
-    rport: int | None
-    cookie: int
-    initiator: str | None
-    netns: int = NETNS
-    counts: str = "payload"
-
-
 CURL = Proc(101, "curl", "/usr/bin/curl", "curl -s https://x", 1000, "alice", "user@1000.service", NETNS)
 DNSMASQ = Proc(202, "dnsmasq", None, "dnsmasq -k", 0, "root", "dnsmasq.service", None)
 CONNS = {
-    "tcp": Conn(CURL, "tcp", "10.0.0.1", 8443, "203.0.113.5", 51000, 11, "remote"),
-    "tcp2": Conn(CURL, "tcp", "10.0.0.1", 40002, "198.51.100.9", 443, 33, "local"),
-    "tcp3": Conn(CURL, "tcp", "10.0.0.1", 40003, "198.51.100.10", 443, 55, "local"),
+    "tcp": Conn(CURL, "tcp", "10.0.0.1", 8443, "203.0.113.5", 51000, 11, "remote", NETNS),
+    "tcp2": Conn(CURL, "tcp", "10.0.0.1", 40002, "198.51.100.9", 443, 33, "local", NETNS),
+    "tcp3": Conn(CURL, "tcp", "10.0.0.1", 40003, "198.51.100.10", 443, 55, "local", NETNS),
     "udp_a": Conn(DNSMASQ, "udp", "0.0.0.0", 53, "10.0.0.7", 5353, 22, None, netns=0),
     # in a netns of its own and counting ICMP headers: both stored, unlike the common values
     "ping": Conn(DNSMASQ, "icmp", "10.0.0.1", None, "203.0.113.6", None, 44, None, 4026532000, "icmp-message"),
@@ -69,76 +45,11 @@ def _interval(
     dropped: tuple[int, int] = (0, 0),
     procs_by_name: dict[str, Proc] | None = None,
 ) -> Interval:
-    procs: dict[int, ProcessSample] = {}
-    for name, (tx, rx) in flows.items():
-        c = CONNS[name]
-        proc = (procs_by_name or {}).get(name, c.proc)
-        p = procs.get(proc.pid)
-        if p is None:
-            p = procs[proc.pid] = ProcessSample(
-                pid=proc.pid,
-                comm=proc.comm,
-                exe=proc.exe,
-                cmdline=proc.cmdline,
-                uid=proc.uid,
-                user=proc.user,
-                ppid=1,
-                start_ns=proc.pid * 1000,
-                cgroup=f"/system.slice/{proc.unit}",
-                unit=proc.unit,
-                netns=proc.netns,
-                parent_comm="systemd",
-            )
-        p.tx_bytes += tx
-        p.rx_bytes += rx
-        p.connections.append(
-            ConnectionSample(
-                proto=c.proto,
-                family=4,
-                laddr=c.laddr,
-                lport=c.lport,
-                raddr=c.raddr,
-                rport=c.rport,
-                state="ESTABLISHED" if c.proto == "tcp" else None,
-                tx_bytes=tx,
-                rx_bytes=rx,
-                cookie=c.cookie,
-                netns=c.netns,
-                initiator=c.initiator,
-                counts=c.counts,
-            )
-        )
-    return Interval(
-        ts=float(ts),
-        interval=length,
-        processes=list(procs.values()),
-        counters=Counters(dropped_events=dropped[0], dropped_bytes=dropped[1]),
-        lifecycle=list(life),
-        unattributed_tx=unattributed[0],
-        unattributed_rx=unattributed[1],
-    )
+    return interval_of(CONNS, ts, flows, length, life, unattributed, dropped, procs_by_name)
 
 
 def _life(event: str, name: str, start: float | None, end: float | None) -> LifeEvent:
-    c = CONNS[name]
-    return LifeEvent(
-        event=event,
-        proto=c.proto,
-        family=4,
-        laddr=c.laddr,
-        lport=c.lport,
-        raddr=c.raddr,
-        rport=c.rport,
-        pid=c.proc.pid,
-        comm=c.proc.comm,
-        start=start,
-        end=end,
-        tx_bytes=0,
-        rx_bytes=0,
-        complete=start is not None,
-        initiator=c.initiator,
-        cookie=c.cookie,
-    )
+    return life_of(CONNS[name], event, start, end, CONNS[name].initiator)
 
 
 def _by_proc(iv: Interval) -> dict[tuple[int, str], tuple[int, int]]:

@@ -12,7 +12,6 @@ import sqlite3
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 
@@ -30,6 +29,7 @@ from sockscope.store.base import (
     split_days,
 )
 from sockscope.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteReader, SqliteWriter, open_writer
+from tests.store_samples import Conn, Proc, interval_of, life_of
 
 H0 = 1_699_999_200  # a whole hour (and so a whole minute), Unix seconds
 BOOT = "boot-a"
@@ -170,27 +170,6 @@ def test_plan_segments_properties_over_many_ranges() -> None:
 # hand-built intervals
 
 
-class Proc(NamedTuple):
-    pid: int
-    comm: str
-    exe: str | None
-    cmdline: str
-    uid: int
-    user: str
-    unit: str
-
-
-class Conn(NamedTuple):
-    proc: Proc
-    proto: str
-    laddr: str
-    lport: int
-    raddr: str
-    rport: int
-    cookie: int
-    initiator: str | None
-
-
 CURL = Proc(101, "curl", "/usr/bin/curl", "curl -s https://x", 1000, "alice", "user@1000.service")
 DNSMASQ = Proc(202, "dnsmasq", None, "dnsmasq -k", 0, "root", "dnsmasq.service")
 CONNS = {
@@ -209,39 +188,7 @@ Flow = tuple[int, str, int, int]  # (ts, connection name, tx, rx)
 def _interval(
     ts: float, flows: dict[str, tuple[int, int]], length: float = 60.0, life: Iterable[LifeEvent] = ()
 ) -> Interval:
-    procs: dict[int, ProcessSample] = {}
-    for name, (tx, rx) in flows.items():
-        c = CONNS[name]
-        p = procs.get(c.proc.pid)
-        if p is None:
-            p = procs[c.proc.pid] = ProcessSample(
-                pid=c.proc.pid,
-                comm=c.proc.comm,
-                exe=c.proc.exe,
-                cmdline=c.proc.cmdline,
-                uid=c.proc.uid,
-                user=c.proc.user,
-                start_ns=c.proc.pid * 1000,
-                unit=c.proc.unit,
-            )
-        p.tx_bytes += tx
-        p.rx_bytes += rx
-        p.connections.append(
-            ConnectionSample(
-                proto=c.proto,
-                family=4,
-                laddr=c.laddr,
-                lport=c.lport,
-                raddr=c.raddr,
-                rport=c.rport,
-                state="ESTABLISHED" if c.proto == "tcp" else None,
-                tx_bytes=tx,
-                rx_bytes=rx,
-                cookie=c.cookie,
-                initiator=c.initiator,
-            )
-        )
-    return Interval(ts=float(ts), interval=length, processes=list(procs.values()), lifecycle=list(life))
+    return interval_of(CONNS, ts, flows, length, life)
 
 
 def _ledger() -> list[Flow]:
@@ -660,25 +607,7 @@ def test_retention_never_drops_rows_not_rolled_up(db_path: str) -> None:
 
 
 def _life(event: str, name: str, start: float | None, end: float | None, initiator: str | None) -> LifeEvent:
-    c = CONNS[name]
-    return LifeEvent(
-        event=event,
-        proto=c.proto,
-        family=4,
-        laddr=c.laddr,
-        lport=c.lport,
-        raddr=c.raddr,
-        rport=c.rport,
-        pid=c.proc.pid,
-        comm=c.proc.comm,
-        start=start,
-        end=end,
-        tx_bytes=0,
-        rx_bytes=0,
-        complete=start is not None,
-        initiator=initiator,
-        cookie=c.cookie,
-    )
+    return life_of(CONNS[name], event, start, end, initiator)
 
 
 def test_lifecycle_events_set_opened_and_closed(db_path: str) -> None:
