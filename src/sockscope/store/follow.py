@@ -23,8 +23,8 @@ from collections.abc import Iterator, Sequence
 from sockscope.collector.lifecycle import TCP_FORGET_IDLE, LifeEvent
 from sockscope.collector.model import ConnectionSample, Counters, Interval, ProcessSample
 from sockscope.collector.source import Source
-from sockscope.store.base import Segment, StoreError, StoreUnavailable, plan_segments
-from sockscope.store.sqlite import SqliteReader, _errors
+from sockscope.store.base import StoreError, StoreUnavailable
+from sockscope.store.sqlite import SqliteReader, _errors, resolution_bounds
 
 BUSY_TIMEOUT_MS = 250  # at most this long on the rare lock a WAL reader meets (recovery, a last close)
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's bound on parameters
@@ -88,22 +88,6 @@ def _reading(what: str) -> Iterator[None]:
 def _busy(exc: StoreError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
-
-
-def _meta(db: sqlite3.Connection) -> dict[str, float]:
-    """Where each resolution's rows begin and end (see plan_segments)."""
-    keys = ("minutes_to", "hours_to", "raw_from", "minutes_from")
-    sql = f"SELECT key, value FROM meta WHERE key IN ({','.join('?' * len(keys))})"
-    return {str(k): float(v) for k, v in db.execute(sql, keys)}
-
-
-def _segments(db: sqlite3.Connection, since: float, until: float) -> list[Segment]:
-    """The plan report() makes for a per-connection grouping (no daily rows: they are per process)."""
-    m = _meta(db)
-    return plan_segments(
-        since, until, m.get("minutes_to", 0.0), m.get("hours_to", 0.0), m.get("raw_from", 0.0),
-        m.get("minutes_from", 0.0),
-    )  # fmt: skip
 
 
 def _build(
@@ -299,7 +283,7 @@ def _open_tcp(db: sqlite3.Connection, last_ms: int) -> list[int]:
     """TCP connections not closed that moved bytes in the hour before start(), so their closes are
     reported too. Minute rows and the raw rows after them, not an hour of raw rows, keep it cheap."""
     lo = last_ms // 1000 - int(TCP_FORGET_IDLE)
-    raw_lo = max(_meta(db).get("minutes_to", 0.0), float(lo))
+    raw_lo = max(resolution_bounds(db).get("minutes_to", 0.0), float(lo))
     return [
         int(r[0])
         for r in db.execute(
@@ -379,7 +363,7 @@ def range_interval(reader: SqliteReader, since: float, until: float) -> Interval
     with _reading("reading history"), _surrogate_text(reader.db):
         per_conn = (
             "SELECT conn_id, sum(tx) AS tx, sum(rx) AS rx"
-            f" FROM ({reader._per_connection(_segments(reader.db, since, until))}) GROUP BY conn_id"
+            f" FROM ({reader._per_connection(reader.connection_segments(since, until))}) GROUP BY conn_id"
         )
         processes, _ = _build(reader.db, per_conn, ())
         lo, hi = int(since * 1000), int(until * 1000)
@@ -425,7 +409,7 @@ def process_series(
             (pid, start_ns, comm.encode("utf-8", "surrogateescape")),
         ).fetchone()
         if row is not None:
-            m = _meta(db)
+            m = resolution_bounds(db)
             hours_below = m.get("minutes_from", 0.0)  # minute rows are purged in whole hours below it
             raw_from = max(hours_below, math.ceil(m.get("raw_from", 0.0) / 60) * 60)
             conns = "conn_id IN (SELECT id FROM connections WHERE process_id = ?)"

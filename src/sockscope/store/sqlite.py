@@ -25,6 +25,7 @@ from sockscope.store.base import (
     HistoryWriter,
     Retention,
     SchemaTooNew,
+    Segment,
     StoreCorrupt,
     StoreError,
     StoreUnavailable,
@@ -524,16 +525,17 @@ class SqliteReader(HistoryReader):
         if by not in GROUPINGS:
             raise ValueError(f"unknown grouping {by!r}; one of {', '.join(GROUPINGS)}")
         with _errors("reading history"):
-            meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
-            segs = plan_segments(
-                since, until, float(meta.get("minutes_to", 0)), float(meta.get("hours_to", 0)),
-                float(meta.get("raw_from", 0)), float(meta.get("minutes_from", 0)),
-            )  # fmt: skip
+            bounds = resolution_bounds(self.db)
+            segs = _plan(bounds, since, until)
             if by in _BY_PROCESS and use_days:
-                segs = split_days(segs, float(meta.get("days_to", 0)))
+                segs = split_days(segs, bounds.get("days_to", 0.0))
                 return _group_processes(self.db, self._per_process(segs), by, top)
             per_conn = self._per_connection(segs)
             return _group(self.db, per_conn, by, top)
+
+    def connection_segments(self, since: float, until: float) -> list[Segment]:
+        """Which resolution answers which part of [since, until) for a per-connection sum."""
+        return _plan(resolution_bounds(self.db), since, until)
 
     def _per_connection(self, segs: list[tuple[str, float, float]]) -> str:
         """SQL for (conn_id, tx, rx) over the segments: a sub-select to aggregate further."""
@@ -578,6 +580,20 @@ class SqliteReader(HistoryReader):
 
 
 _BY_PROCESS = ("process", "exe", "user", "unit")
+_BOUNDS = ("minutes_to", "hours_to", "raw_from", "minutes_from", "days_to")
+
+
+def resolution_bounds(db: sqlite3.Connection) -> dict[str, float]:
+    """Where each resolution's rows begin and end (see plan_segments); a key not yet written is absent."""
+    sql = f"SELECT key, value FROM meta WHERE key IN ({','.join('?' * len(_BOUNDS))})"
+    return {str(k): float(v) for k, v in db.execute(sql, _BOUNDS)}
+
+
+def _plan(bounds: dict[str, float], since: float, until: float) -> list[Segment]:
+    return plan_segments(
+        since, until, bounds.get("minutes_to", 0.0), bounds.get("hours_to", 0.0), bounds.get("raw_from", 0.0),
+        bounds.get("minutes_from", 0.0),
+    )  # fmt: skip
 
 
 def _group_processes(db: sqlite3.Connection, per_proc: str, by: str, top: int | None) -> list[ReportRow]:
