@@ -182,18 +182,21 @@ def subject(pid: int, name: str, done: dict[str, object]) -> Subject:
     return Subject(pid, name, tx, rx)
 
 
-def tcp_send(ctx: Ctx) -> list[Subject]:
-    lab = ctx.lab
-    srv = gen(ctx, "ss-sink", "tcp-server", "--bind", lab.peer4, inside=True)
-    name = "ss-tcp-send"
+def _upload(ctx: Ctx, name: str, sink: str, host: str, *server_args: str) -> list[Subject]:
+    """The subject: a host process sending paced to a server inside the namespace."""
+    srv = gen(ctx, sink, "tcp-server", "--bind", host, *server_args, inside=True)
     holder: list[Generator] = []
 
     def client(port: int) -> Generator:
-        holder.append(gen(ctx, name, "tcp-client", "--host", lab.peer4, "--port", str(port), "--pace", pace(ctx)))
+        holder.append(gen(ctx, name, "tcp-client", "--host", host, "--port", str(port), "--pace", pace(ctx)))
         return holder[0]
 
     c_done, _ = serve_then(srv, client)
     return [subject(holder[0].pid, name, c_done)]
+
+
+def tcp_send(ctx: Ctx) -> list[Subject]:
+    return _upload(ctx, "ss-tcp-send", "ss-sink", ctx.lab.peer4)
 
 
 def tcp_recv(ctx: Ctx) -> list[Subject]:
@@ -228,17 +231,7 @@ def udp_both(ctx: Ctx, count: int = 8000) -> list[Subject]:
 
 
 def tcp6(ctx: Ctx) -> list[Subject]:
-    lab = ctx.lab
-    srv = gen(ctx, "ss-sink6", "tcp-server", "--bind", lab.peer6, "--reply", "4000037", inside=True)
-    name = "ss-tcp6"
-    holder: list[Generator] = []
-
-    def client(port: int) -> Generator:
-        holder.append(gen(ctx, name, "tcp-client", "--host", lab.peer6, "--port", str(port), "--pace", pace(ctx)))
-        return holder[0]
-
-    c_done, _ = serve_then(srv, client)
-    return [subject(holder[0].pid, name, c_done)]
+    return _upload(ctx, "ss-tcp6", "ss-sink6", ctx.lab.peer6, "--reply", "4000037")
 
 
 SHORT_CLIENT = Path(__file__).resolve().with_name("lab_short.py")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.compare_accuracy import ScenarioRun, Score
 from bench.compare_overhead import Startup, Summary
 from bench.lab_tools import Attempt, ToolSpec
-from bench.overhead import WORKLOADS, format_bps, format_mib, markdown_table
+from bench.overhead import WORKLOADS, Workload, format_bps, format_mib, markdown_table
 
 STARTUP_TARGET_S = 0.5
 
@@ -141,21 +141,26 @@ def target_cell(s: Summary, tool: str) -> tuple[str, str]:
     return f">= {s.target_pct:.0f}%", met
 
 
+def measured(report: Report) -> Iterator[tuple[Workload, ToolSpec, Summary]]:
+    """Every (workload, tool) pair the overhead phase measured, in report order."""
+    for wl in WORKLOADS:
+        for spec in report.specs:
+            s = find(report.summaries, wl.name, spec.name)
+            if s is not None:
+                yield wl, spec, s
+
+
 def overhead_table(report: Report) -> str:
     header = ("workload", "tool", "pairs", "no tool (median)", "with tool (median)", "ratio (median of pairs)",
               "per-pair ratios", "target", "verdict", "tool saw of iperf3's bytes")  # fmt: skip
     rows = []
-    for wl in WORKLOADS:
-        for spec in report.specs:
-            s = find(report.summaries, wl.name, spec.name)
-            if s is None:
-                continue
-            target, met = target_cell(s, spec.name)
-            rows.append((
-                wl.title, spec.title, str(s.pairs), format_bps(s.baseline_bps), format_bps(s.monitored_bps),
-                fmt_pct(s.ratio_pct), " ".join(f"{r:.0f}" for r in s.ratios_pct), target, met,
-                fmt_pct(s.seen_pct),
-            ))  # fmt: skip
+    for wl, spec, s in measured(report):
+        target, met = target_cell(s, spec.name)
+        rows.append((
+            wl.title, spec.title, str(s.pairs), format_bps(s.baseline_bps), format_bps(s.monitored_bps),
+            fmt_pct(s.ratio_pct), " ".join(f"{r:.0f}" for r in s.ratios_pct), target, met,
+            fmt_pct(s.seen_pct),
+        ))  # fmt: skip
     return markdown_table(header, rows)
 
 
@@ -173,16 +178,12 @@ def cpu_table(report: Report) -> str:
     header = ("workload", "tool", "process CPU s/s (median)", "in-kernel BPF s/s (extra run)", "sum",
               "peak RSS", "spawn -> counting (median)")  # fmt: skip
     rows = []
-    for wl in WORKLOADS:
-        for spec in report.specs:
-            s = find(report.summaries, wl.name, spec.name)
-            if s is None:
-                continue
-            bpf = fmt_s(s.bpf_s_per_s) if spec.bpf else "n/a (not BPF)"
-            rows.append((
-                wl.title, spec.title, fmt_s(s.cpu_s_per_s), bpf, fmt_s(total_cpu(s)), format_mib(s.peak_rss_kib),
-                "n/a" if s.ready_s is None else f"{s.ready_s:.2f} s",
-            ))  # fmt: skip
+    for wl, spec, s in measured(report):
+        bpf = fmt_s(s.bpf_s_per_s) if spec.bpf else "n/a (not BPF)"
+        rows.append((
+            wl.title, spec.title, fmt_s(s.cpu_s_per_s), bpf, fmt_s(total_cpu(s)), format_mib(s.peak_rss_kib),
+            "n/a" if s.ready_s is None else f"{s.ready_s:.2f} s",
+        ))  # fmt: skip
     return markdown_table(header, rows)
 
 
