@@ -167,7 +167,7 @@ def run_top_screen(args: argparse.Namespace, factory: SourceFactory = _bpf_sourc
     from sockscope.tui.app import TopOptions, create_app
     from sockscope.tui.history import DatabaseHistory
 
-    path = args.db or _config(args, []).daemon.database
+    path = _database(args)
     use_db = args.source == "database" or (args.source == "auto" and follow.daemon_database_active(path))
     options = CollectorOptions(max_flows=args.max_flows, udp_idle=args.udp_idle, splice=not args.no_splice)
     source_factory: Callable[[], Source]
@@ -221,6 +221,11 @@ def _config(args: argparse.Namespace, overrides: list[str]) -> config_mod.Config
     return config_mod.load(args.config, overrides)
 
 
+def _database(args: argparse.Namespace) -> str:
+    """--db, else the daemon's database from the configuration (read only when needed)."""
+    return str(args.db or _config(args, []).daemon.database)
+
+
 def run_daemon(args: argparse.Namespace, factory: SourceFactory = _bpf_source) -> int:
     from sockscope.daemon import Daemon, stderr_log
     from sockscope.store.sqlite import open_writer
@@ -244,7 +249,7 @@ def run_report(args: argparse.Namespace, out: TextIO) -> int:
     from sockscope import report_format
     from sockscope.store.sqlite import SqliteReader
 
-    path = args.db or _config(args, []).daemon.database
+    path = _database(args)
     now = time.time()
     try:
         since = report_format.parse_when(args.since, now)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from rich.text import Text
-from textual import events, on
+from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -124,24 +124,6 @@ class HelpScreen(ModalScreen[None]):
         yield Static(Text(HELP), id="help")
 
 
-class ProcTable(DataTable[Text]):
-    """The process table. Keys typed in a burst right after "/" (a paste, tmux send-keys) were
-    already on their way here when the filter box opened: hand them on to the box."""
-
-    async def on_key(self, event: events.Key) -> None:
-        box = self.app.query_one("#filter", Input)
-        if not box.display:  # open: whatever reaches the table now was typed for the box
-            return
-        if event.key == "enter":
-            await box.action_submit()
-        elif event.is_printable and event.character is not None:
-            box.insert_text_at_cursor(event.character)
-        else:
-            return
-        event.stop()
-        event.prevent_default()
-
-
 class TopApp(App[int]):
     TITLE = "sockscope"
     CSS = """
@@ -207,7 +189,7 @@ class TopApp(App[int]):
             yield Static(id="summary")
             yield Input(placeholder="filter: program, user, unit, address or port (Esc clears)", id="filter")
             yield Input(placeholder="range: SINCE [UNTIL], e.g. 3d 1d or 2026-11-20 2026-11-21T12:00", id="range-input")
-            yield ProcTable(id="procs", cursor_type="row", zebra_stripes=True)
+            yield DataTable(id="procs", cursor_type="row", zebra_stripes=True)
             yield Static(id="detail")
             with Horizontal(id="lower"):
                 yield DataTable(id="conns", cursor_type="row")
