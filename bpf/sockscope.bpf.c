@@ -4,9 +4,10 @@
  * per-CPU maps; record socket and process facts once, off the hot path.
  *
  * Hook groups (user space loads one counting group, the best the kernel allows):
- *   tp      tp_btf sock:sock_send_length / sock:sock_recv_length (>= 6.3)
- *   fentry  fexit on tcp/udp send and receive functions
- *   kprobe  kprobe + kretprobe on the same functions
+ *   tracepoint  tp_btf sock:sock_send_length / sock:sock_recv_length (>= 6.3)
+ *   fentry      fexit on inet/inet6/packet sendmsg, recvmsg (and inet_sendpage before 6.5)
+ *   kprobe      kprobe + kretprobe on the same functions
+ * each with tp_btf tcp:tcp_rcv_space_adjust for TCP receives (splice() included)
  * plus, whenever they load: tp_btf sock:inet_sock_set_state (TCP facts and
  * state) and cgroup sendmsg/recvmsg hooks (peers of unconnected UDP sockets).
  *
@@ -26,8 +27,6 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const volatile struct ss_config ss_cfg = {};
-
-extern int LINUX_KERNEL_VERSION __kconfig;
 
 struct ss_flows_map {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -402,12 +401,12 @@ static __always_inline void ss_rxseq_start(struct sock *sk)
 	}
 }
 
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(ss_tp_send, struct sock *sk, int ret, int flags)
+/* Count a send that returned ret. sk is a BTF pointer (tp_btf, fexit): direct reads. */
+static __always_inline int ss_on_send(struct sock *sk, int ret)
 {
 	__u16 family;
 
-	if (ret <= 0)
+	if (ret <= 0 || !sk)
 		return 0;
 	family = sk->__sk_common.skc_family;
 	if (!ss_is_counted(family))
@@ -418,12 +417,11 @@ int BPF_PROG(ss_tp_send, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(ss_tp_recv, struct sock *sk, int ret, int flags)
+static __always_inline int ss_on_recv(struct sock *sk, int ret, int flags)
 {
 	__u16 family, protocol;
 
-	if (ret <= 0)
+	if (ret <= 0 || !sk)
 		return 0;
 	family = sk->__sk_common.skc_family;
 	if (!ss_is_counted(family))
@@ -439,6 +437,20 @@ int BPF_PROG(ss_tp_recv, struct sock *sk, int ret, int flags)
 
 	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_RX);
 	return 0;
+}
+
+/* Group "tracepoint": the socket layer's own length tracepoints (kernel >= 6.3). */
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(ss_tp_send, struct sock *sk, int ret, int flags)
+{
+	return ss_on_send(sk, ret);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(ss_tp_recv, struct sock *sk, int ret, int flags)
+{
+	return ss_on_recv(sk, ret, flags);
 }
 
 SEC("tp_btf/tcp_rcv_space_adjust")
@@ -479,116 +491,124 @@ int BPF_PROG(ss_tp_rcvspace, struct sock *sk)
 	return 0;
 }
 
-/* Group "fentry": fexit on the protocol functions (kernels with BTF but no length tracepoints). */
+/* Group "fentry": fexit where sock_sendmsg/sock_recvmsg dispatch to a family (kernels
+ * with BTF but no length tracepoints). These are the functions the length tracepoints sit
+ * beside, one call each per send or receive: TCP, UDP (v4-mapped included: udpv6_sendmsg
+ * calls udp_sendmsg, but both run under one inet6_sendmsg), ping, raw and packet sockets,
+ * io_uring and mmsg. Before 6.5 sendfile()/splice() to a socket goes through sendpage.
+ * The return value is an int: declared as such, a negative one (-EAGAIN) stays negative. */
 
-static __always_inline int ss_fexit(void *ctx, struct sock *sk, int dir)
+SEC("fexit/inet_sendmsg")
+int BPF_PROG(ss_fx_inet_sendmsg, struct socket *sock, struct msghdr *msg, size_t size, int ret)
 {
-	__u64 ret = 0, flags = 0;
-
-	bpf_get_func_ret(ctx, &ret);
-	if ((long)ret <= 0)
-		return 0;
-	if (dir == SS_RX) {
-		/* Since 5.19: (sk, msg, len, flags, addr_len); before: (sk, msg, len, nonblock, flags, addr_len). */
-		bpf_get_func_arg(ctx, bpf_get_func_arg_cnt(ctx) == 6 ? 4 : 3, &flags);
-		if (flags & MSG_PEEK) {
-			ss_stat_add(SS_STAT_PEEK_SKIPPED, 1);
-			return 0;
-		}
-	}
-	__u16 family = sk->__sk_common.skc_family;
-	__u8 state = sk->__sk_common.skc_state;
-
-	if (!ss_is_inet(family))
-		return 0;
-	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, sk->sk_protocol, state), state, ret, dir);
-	return 0;
+	return ss_on_send(sock->sk, ret);
 }
 
-#define SS_FEXIT(fn, dir)                                      \
-	SEC("fexit/" #fn)                                      \
-	int BPF_PROG(ss_fexit_##fn, struct sock *sk)           \
-	{                                                      \
-		return ss_fexit(ctx, sk, dir);                 \
-	}
+SEC("fexit/inet6_sendmsg")
+int BPF_PROG(ss_fx_inet6_sendmsg, struct socket *sock, struct msghdr *msg, size_t size, int ret)
+{
+	return ss_on_send(sock->sk, ret);
+}
 
-SS_FEXIT(tcp_sendmsg, SS_TX)
-SS_FEXIT(tcp_recvmsg, SS_RX)
-SS_FEXIT(udp_sendmsg, SS_TX)
-SS_FEXIT(udp_recvmsg, SS_RX)
-SS_FEXIT(udpv6_sendmsg, SS_TX)
-SS_FEXIT(udpv6_recvmsg, SS_RX)
+SEC("fexit/packet_sendmsg")
+int BPF_PROG(ss_fx_packet_sendmsg, struct socket *sock, struct msghdr *msg, size_t size, int ret)
+{
+	return ss_on_send(sock->sk, ret);
+}
 
-/* Group "kprobe": entry stashes the socket, return counts (oldest kernels). */
+SEC("fexit/inet_sendpage")
+int BPF_PROG(ss_fx_inet_sendpage, struct socket *sock, struct page *page, int offset, size_t size, int flags,
+	     long ret)
+{
+	return ss_on_send(sock->sk, ret);
+}
 
-static __always_inline int ss_kp_enter(struct sock *sk, __u64 flags)
+SEC("fexit/inet_recvmsg")
+int BPF_PROG(ss_fx_inet_recvmsg, struct socket *sock, struct msghdr *msg, size_t size, int flags, int ret)
+{
+	return ss_on_recv(sock->sk, ret, flags);
+}
+
+SEC("fexit/inet6_recvmsg")
+int BPF_PROG(ss_fx_inet6_recvmsg, struct socket *sock, struct msghdr *msg, size_t size, int flags, int ret)
+{
+	return ss_on_recv(sock->sk, ret, flags);
+}
+
+SEC("fexit/packet_recvmsg")
+int BPF_PROG(ss_fx_packet_recvmsg, struct socket *sock, struct msghdr *msg, size_t size, int flags, int ret)
+{
+	return ss_on_recv(sock->sk, ret, flags);
+}
+
+/* Group "kprobe": the same functions; entry stashes the socket and flags, return counts. */
+
+static __always_inline int ss_kp_enter(struct socket *sock, __u64 flags)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct ss_call c = { .sk = (__u64)sk, .flags = flags };
+	struct ss_call c = { .sk = (__u64)BPF_CORE_READ(sock, sk), .flags = flags };
 
 	bpf_map_update_elem(&ss_calls, &id, &c, BPF_ANY);
 	return 0;
 }
 
-static __always_inline int ss_kp_exit(long ret, int dir)
+static __always_inline int ss_kp_exit(int ret, int dir)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct ss_call *c = bpf_map_lookup_elem(&ss_calls, &id);
 	struct sock *sk;
 	__u64 cookie;
+	__u16 family, protocol;
 
 	if (!c)
 		return 0;
 	sk = (struct sock *)c->sk;
-	if (ret <= 0 || !sk || (dir == SS_RX && (c->flags & MSG_PEEK)))
+	if (ret <= 0 || !sk)
 		goto out;
-	if (!ss_is_inet(BPF_CORE_READ(sk, __sk_common.skc_family)))
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (!ss_is_counted(family))
 		goto out;
+	protocol = BPF_CORE_READ(sk, sk_protocol);
+	if (dir == SS_RX) {
+		if (c->flags & MSG_PEEK) {
+			ss_stat_add(SS_STAT_PEEK_SKIPPED, 1);
+			goto out;
+		}
+		if (ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET)
+			goto out;
+	}
 	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	if (!cookie)
 		cookie = c->sk | SS_COOKIE_FROM_PTR;
 	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 
-	ss_count(sk, cookie, ss_unconnected_udp(AF_INET, BPF_CORE_READ(sk, sk_protocol), state), state, ret, dir);
+	ss_count(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, dir);
 out:
 	bpf_map_delete_elem(&ss_calls, &id);
 	return 0;
 }
 
-#define SS_KPROBE_TX(fn)                                                     \
+/* The return value is read as an int: -EAGAIN must stay negative. */
+#define SS_KPROBE(fn, dir, flags_expr)                                       \
 	SEC("kprobe/" #fn)                                                   \
-	int BPF_KPROBE(ss_kp_##fn, struct sock *sk)                          \
+	int BPF_KPROBE(ss_kp_##fn, struct socket *sock)                      \
 	{                                                                    \
-		return ss_kp_enter(sk, 0);                                   \
+		return ss_kp_enter(sock, flags_expr);                        \
 	}                                                                    \
 	SEC("kretprobe/" #fn)                                                \
 	int BPF_KRETPROBE(ss_krp_##fn, long ret)                             \
 	{                                                                    \
-		return ss_kp_exit(ret, SS_TX);                               \
+		return ss_kp_exit((int)ret, dir);                            \
 	}
 
-/* The flags argument moved from 5th to 4th place in 5.19. */
-#define SS_KPROBE_RX(fn)                                                     \
-	SEC("kprobe/" #fn)                                                   \
-	int BPF_KPROBE(ss_kp_##fn, struct sock *sk)                          \
-	{                                                                    \
-		__u64 p4 = PT_REGS_PARM4(ctx), p5 = PT_REGS_PARM5(ctx);      \
-		/* both loads stay fixed-offset ctx reads (the verifier's rule) */ \
-		asm volatile("" : "+r"(p4), "+r"(p5));                       \
-		return ss_kp_enter(sk, LINUX_KERNEL_VERSION >= KERNEL_VERSION(5, 19, 0) ? p4 : p5); \
-	}                                                                    \
-	SEC("kretprobe/" #fn)                                                \
-	int BPF_KRETPROBE(ss_krp_##fn, long ret)                             \
-	{                                                                    \
-		return ss_kp_exit(ret, SS_RX);                               \
-	}
-
-SS_KPROBE_TX(tcp_sendmsg)
-SS_KPROBE_RX(tcp_recvmsg)
-SS_KPROBE_TX(udp_sendmsg)
-SS_KPROBE_RX(udp_recvmsg)
-SS_KPROBE_TX(udpv6_sendmsg)
-SS_KPROBE_RX(udpv6_recvmsg)
+/* recvmsg(sock, msg, size, flags): flags is the fourth argument. */
+SS_KPROBE(inet_sendmsg, SS_TX, 0)
+SS_KPROBE(inet6_sendmsg, SS_TX, 0)
+SS_KPROBE(packet_sendmsg, SS_TX, 0)
+SS_KPROBE(inet_sendpage, SS_TX, 0)
+SS_KPROBE(inet_recvmsg, SS_RX, PT_REGS_PARM4(ctx))
+SS_KPROBE(inet6_recvmsg, SS_RX, PT_REGS_PARM4(ctx))
+SS_KPROBE(packet_recvmsg, SS_RX, PT_REGS_PARM4(ctx))
 
 /* Group "state": TCP facts captured when the connection opens, state kept current. */
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import signal
 import sys
 import threading
@@ -16,7 +17,7 @@ from typing import TextIO
 from sockscope import __version__
 from sockscope import config as config_mod
 from sockscope.bpf.libbpf import LibbpfError, LibbpfMissing
-from sockscope.bpf.loader import CollectorError, CollectorOptions
+from sockscope.bpf.loader import COUNT_GROUP_NAMES, CollectorError, CollectorOptions, count_groups_for
 from sockscope.collector.model import Interval
 from sockscope.collector.source import Source
 from sockscope.output import jsonl, table
@@ -46,6 +47,34 @@ def _positive_int(text: str) -> int:
     return value
 
 
+HOOKS_ENV = "SOCKSCOPE_HOOKS"  # the default of --hooks (the kernel-matrix tests force a group with it)
+
+
+def _hooks_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--hooks",
+        choices=("auto", *COUNT_GROUP_NAMES),
+        default=None,
+        metavar="GROUP",
+        help="counting hooks: auto (the default: the best this kernel allows), "
+        f"or force one of {', '.join(COUNT_GROUP_NAMES)} (an error when it cannot count here); "
+        f"default from ${HOOKS_ENV}",
+    )
+
+
+def _hooks(args: argparse.Namespace, configured: str = "auto") -> tuple[str, ...]:
+    """--hooks, else $SOCKSCOPE_HOOKS, else the configuration's collector.hooks."""
+    env = os.environ.get(HOOKS_ENV, "").strip()
+    try:
+        return count_groups_for(args.hooks or env or configured)
+    except ValueError as exc:
+        raise _UsageError(f"${HOOKS_ENV}: {exc}") from None
+
+
+class _UsageError(Exception):
+    """A bad value from outside argparse (the environment): one line, exit 2."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sockscope", description="Which process sends and receives how many bytes, to whom."
@@ -55,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     doc = sub.add_parser("doctor", help="what this kernel allows and which hooks attach")
     doc.add_argument("--json", action="store_true", help="machine-readable report")
+    doc.add_argument("--verbose", "-v", action="store_true", help="each program's attach result and libbpf's words")
+    _hooks_arg(doc)
     doc.add_argument(
         "--check",
         type=_positive_float,
@@ -78,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS", help="default 1")
     top.add_argument("--count", type=_positive_int, default=None, metavar="N", help="stop after N intervals")
     top.add_argument("--bits", action="store_true", help="rates in bits per second (table only)")
+    _hooks_arg(top)
     top.add_argument(
         "--no-splice",
         action="store_true",
@@ -102,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     dmn.add_argument("--db", metavar="PATH", help="database file (overrides daemon.database)")
     dmn.add_argument("--interval", type=_positive_float, metavar="SECONDS", help="overrides daemon.interval")
     dmn.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="exit by itself after this long")
+    _hooks_arg(dmn)
     dmn.add_argument(
         "-o", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="any configuration key"
     )
@@ -145,7 +178,9 @@ def run_top(
     factory: SourceFactory = _bpf_source,
     stop: _Stop | None = None,
 ) -> int:
-    options = CollectorOptions(max_flows=args.max_flows, udp_idle=args.udp_idle, splice=not args.no_splice)
+    options = CollectorOptions(
+        max_flows=args.max_flows, udp_idle=args.udp_idle, splice=not args.no_splice, count_groups=_hooks(args)
+    )
     source = factory(options)
     stop = stop or _Stop()
     source.start()
@@ -161,15 +196,15 @@ def run_top(
 
 def run_top_screen(args: argparse.Namespace, factory: SourceFactory = _bpf_source) -> int:
     """The full-screen UI: the collector, or the daemon's database when a daemon is writing it."""
-    import os
-
     from sockscope.store import follow
     from sockscope.tui.app import TopOptions, create_app
     from sockscope.tui.history import DatabaseHistory
 
     path = _database(args)
     use_db = args.source == "database" or (args.source == "auto" and follow.daemon_database_active(path))
-    options = CollectorOptions(max_flows=args.max_flows, udp_idle=args.udp_idle, splice=not args.no_splice)
+    options = CollectorOptions(
+        max_flows=args.max_flows, udp_idle=args.udp_idle, splice=not args.no_splice, count_groups=_hooks(args)
+    )
     source_factory: Callable[[], Source]
     if use_db:
         source_factory, origin = (lambda: follow.DatabaseSource(path)), f"database {path}"
@@ -196,10 +231,11 @@ def _emit(iv: Interval, args: argparse.Namespace, out: TextIO) -> None:
 def run_doctor(args: argparse.Namespace, out: TextIO, factory: SourceFactory = _bpf_source) -> int:
     from sockscope import doctor
 
-    report = doctor.diagnose()
+    options = CollectorOptions(count_groups=_hooks(args))
+    report = doctor.diagnose(options)
     check = None
     if args.check and report.ok:
-        source = factory(CollectorOptions())
+        source = factory(options)
         source.start()
         try:
             check = doctor.reconcile(source, args.check)
@@ -211,7 +247,7 @@ def run_doctor(args: argparse.Namespace, out: TextIO, factory: SourceFactory = _
             d["check"] = check.as_dict()
         out.write(json.dumps(d, indent=2) + "\n")
     else:
-        out.write(doctor.render(report) + "\n")
+        out.write(doctor.render(report, verbose=args.verbose) + "\n")
         if check is not None:
             out.write("\n" + doctor.render_check(check) + "\n")
     return 0 if report.ok else 1
@@ -237,7 +273,10 @@ def run_daemon(args: argparse.Namespace, factory: SourceFactory = _bpf_source) -
         overrides.append(f"daemon.interval={args.interval}")
     cfg = _config(args, overrides)
     options = CollectorOptions(
-        max_flows=cfg.collector.max_flows, udp_idle=cfg.udp.idle_timeout, splice=cfg.collector.splice
+        max_flows=cfg.collector.max_flows,
+        udp_idle=cfg.udp.idle_timeout,
+        splice=cfg.collector.splice,
+        count_groups=_hooks(args, cfg.collector.hooks),
     )
     stop = _Stop()
     stop.install()
@@ -294,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LibbpfError as exc:
         print(f"sockscope: a BPF operation failed: {exc}", file=sys.stderr)
         return 1
+    except _UsageError as exc:
+        print(f"sockscope: {exc}", file=sys.stderr)
+        return 2
     except config_mod.ConfigError as exc:
         print(f"sockscope: configuration refused: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import TypeGuard, TypeVar
 
+from sockscope.bpf.loader import COUNT_GROUP_NAMES
+
 DEFAULT_PATH = "/etc/sockscope/config.toml"
 COMMAND_LINE = "<command line>"  # stands in for file:line in errors about -o overrides
 
@@ -95,10 +97,12 @@ class UdpConfig:
 @dataclass(frozen=True)
 class CollectorConfig:
     """`max_flows`: distinct (socket, process, peer) entries per interval before events are dropped;
-    `splice`: count TCP receives where copied_seq advances (exact for splice(), one more program per read)."""
+    `splice`: count TCP receives where copied_seq advances (exact for splice(), one more program per read);
+    `hooks`: the counting hook group, "auto" (the best this kernel allows) or one forced."""
 
     max_flows: int
     splice: bool = True
+    hooks: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,10 @@ class _Section:
     keys: dict[str, _Key]
 
 
+HOOK_CHOICES = ("auto", *COUNT_GROUP_NAMES)
+_HOOKS_LIST = ", ".join(COUNT_GROUP_NAMES)
+_HOOKS_EXPECTED = " or ".join(f'"{g}"' for g in HOOK_CHOICES)
+
 _SECTIONS: dict[str, _Section] = {
     "daemon": _Section(
         "",
@@ -170,6 +178,7 @@ _SECTIONS: dict[str, _Section] = {
         {
             "max_flows": _Key(16384, "distinct (socket, process, peer) entries per interval, >= 16"),
             "splice": _Key(True, "count splice() reads from TCP: one more program per TCP read"),
+            "hooks": _Key("auto", "auto (the best there is), or force one: " + _HOOKS_LIST),
         },
     ),
 }
@@ -324,6 +333,12 @@ def _bool(value: object) -> bool:
     return value
 
 
+def _hooks(value: object) -> str:
+    if value not in HOOK_CHOICES:
+        raise _Problem(f"expected {_HOOKS_EXPECTED}, got {_show(value)}")
+    return str(value)
+
+
 def _max_flows(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise _Problem(f"expected a whole number, got {_show(value)}")
@@ -422,7 +437,9 @@ def _build(v: _Values) -> Config:
         ),
         udp=UdpConfig(idle_timeout=v.get("udp.idle_timeout", _duration)),
         collector=CollectorConfig(
-            max_flows=v.get("collector.max_flows", _max_flows), splice=v.get("collector.splice", _bool)
+            max_flows=v.get("collector.max_flows", _max_flows),
+            splice=v.get("collector.splice", _bool),
+            hooks=v.get("collector.hooks", _hooks),
         ),
     )
 

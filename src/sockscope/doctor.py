@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ class GroupReport:
     role: str  # "count" or "detail"
     attached: bool
     hooks: list[HookStatus]
+    reason: str = ""  # why it did not attach (one line), or which optional programs were left out
 
 
 @dataclass
@@ -38,6 +40,7 @@ class DoctorReport:
     kernel: str
     btf: bool
     lockdown: str | None
+    lockdown_unknown: str | None
     euid: int
     missing_privileges: list[str]
     libbpf: str | None
@@ -47,6 +50,7 @@ class DoctorReport:
     kprobe_support: bool
     groups: list[GroupReport] = field(default_factory=list)
     selected: str | None = None
+    forced: str | None = None  # --hooks GROUP
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -59,22 +63,67 @@ class DoctorReport:
         return d
 
 
-def _lockdown(path: str = "/sys/kernel/security/lockdown") -> str | None:
-    try:
-        with open(path, encoding="ascii") as f:
-            text = f.read()
-    except OSError:
-        return None
+LOCKDOWN = "/sys/kernel/security/lockdown"
+
+
+def parse_lockdown(text: str) -> str:
+    """The active mode of `none [integrity] confidentiality`."""
     start, end = text.find("["), text.find("]")
     return text[start + 1 : end] if 0 <= start < end else text.strip()
 
 
+def _lockdown(path: str = LOCKDOWN) -> tuple[str | None, str | None]:
+    """(mode, None), or (None, why it could not be read). When securityfs is not mounted it is
+    mounted read-only in a private mount namespace of a child, so the host's mounts stay as they are."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return parse_lockdown(f.read()), None
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        return None, f"{path}: {exc.strerror}"
+    if path != LOCKDOWN:
+        return None, f"{path} does not exist"
+    script = f"mount -t securityfs -o ro securityfs /sys/kernel/security && cat {path}"
+    try:
+        res = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"securityfs is not mounted and could not be: {exc}"
+    if res.returncode != 0:
+        why = (res.stderr.strip().splitlines() or ["failed"])[-1]
+        return None, f"securityfs is not mounted and could not be mounted ({why})"
+    if not res.stdout.strip():
+        return None, "no lockdown LSM in this kernel"
+    return parse_lockdown(res.stdout), None
+
+
+def _group_reason(hooks: list[HookStatus]) -> str:
+    """One reason for a group: its first error, and how many programs share it."""
+    errors = [h.error.split(" [libbpf:")[0] for h in hooks if h.error]  # libbpf's words: --verbose
+    if not errors:
+        absent = [h.absent for h in hooks if h.absent]
+        return "; ".join(dict.fromkeys(absent))
+    first = errors[0]
+    same = sum(1 for e in errors if e == first)
+    more = len(errors) - same
+    text = first + (f" ({same} programs)" if same > 1 else "")
+    return text + (f"; {more} other failures" if more else "") + "; --verbose: each program, libbpf's words"
+
+
 def diagnose(options: CollectorOptions | None = None) -> DoctorReport:
-    obj = (options.object_path if options else None) or str(default_object_path())
+    options = options or CollectorOptions()
+    obj = options.object_path or str(default_object_path())
+    lockdown, lockdown_why = _lockdown()
     report = DoctorReport(
         kernel=os.uname().release,
         btf=os.path.exists("/sys/kernel/btf/vmlinux"),
-        lockdown=_lockdown(),
+        lockdown=lockdown,
+        lockdown_unknown=lockdown_why,
         euid=os.geteuid(),
         missing_privileges=missing_privileges(effective_caps()),
         libbpf=None,
@@ -82,6 +131,7 @@ def diagnose(options: CollectorOptions | None = None) -> DoctorReport:
         bpf_object_present=os.path.exists(obj),
         cgroup2=cgroup2_root(),
         kprobe_support=os.path.exists("/sys/bus/event_source/devices/kprobe"),
+        forced=options.count_groups[0] if len(options.count_groups) == 1 else None,
     )
     try:
         report.libbpf = libbpf.version()
@@ -100,22 +150,26 @@ def diagnose(options: CollectorOptions | None = None) -> DoctorReport:
     collector = Collector(options)
     for group in ALL_GROUPS:
         hooks = collector.probe(group)
-        attached = bool(hooks) and all(h.attached for h in hooks)
+        attached = bool(hooks) and all(h.ok for h in hooks)
         role = "count" if group in COUNT_GROUPS else "detail"
-        report.groups.append(GroupReport(group.name, group.what, role, attached, hooks))
-        if role == "count" and attached and report.selected is None:
+        report.groups.append(GroupReport(group.name, group.what, role, attached, hooks, _group_reason(hooks)))
+        if role == "count" and attached and report.selected is None and group.name in options.count_groups:
             report.selected = group.name
     if report.selected is None:
-        report.problems.append("no counting hook could attach")
+        if report.forced:
+            report.problems.append(f"the forced '{report.forced}' hooks cannot count here (--hooks)")
+        else:
+            report.problems.append("no counting hook could attach")
     return report
 
 
-def render(report: DoctorReport) -> str:
+def render(report: DoctorReport, verbose: bool = False) -> str:
     mark = {True: "ok  ", False: "FAIL"}
+    lockdown = report.lockdown or f"unknown: {report.lockdown_unknown or 'not readable'}"
     lines = [
         f"kernel      {report.kernel}",
         f"BTF         {'present' if report.btf else 'missing'}",
-        f"lockdown    {report.lockdown or 'unknown'}",
+        f"lockdown    {lockdown}",
         f"privileges  euid {report.euid}, "
         + ("all needed" if not report.missing_privileges else "missing " + ", ".join(report.missing_privileges)),
         f"libbpf      {report.libbpf or 'not loadable'}",
@@ -123,17 +177,17 @@ def render(report: DoctorReport) -> str:
         f"cgroup v2   {report.cgroup2 or 'not mounted'}",
         f"kprobes     {'available' if report.kprobe_support else 'not available (CONFIG_KPROBES off)'}",
         "",
-        "hooks:",
+        "hooks:" + (f" (--hooks {report.forced})" if report.forced else ""),
     ]
     for g in report.groups:
         chosen = "  <- counting with this" if g.name == report.selected else ""
         lines.append(f"  [{mark[g.attached]}] {g.name:<11} {g.role:<6} {g.what}{chosen}")
-        errors = sorted({h.error for h in g.hooks if h.error})
-        for h in g.hooks:
-            if h.attached:
-                lines.append(f"           {h.target or h.program}: attached")
-        for err in errors:
-            lines.append(f"           {err}")
+        if g.reason:
+            lines.append(f"{'':<9}{'' if not g.attached else 'left out: '}{g.reason}")
+        if verbose:
+            for h in g.hooks:
+                state = "attached" if h.attached else (f"left out: {h.absent}" if h.absent else h.error)
+                lines.append(f"{'':<11}{h.program} ({h.target or '-'}): {state}")
     lines.append("")
     if report.ok:
         lines.append(f"OK: monitoring works here, counting with the '{report.selected}' hooks.")

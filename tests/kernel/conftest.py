@@ -19,11 +19,26 @@ from typing import Any
 
 import pytest
 
+from sockscope.bpf.loader import COUNT_GROUP_NAMES, CollectorOptions, count_groups_for
 from sockscope.collector.bpf_source import BpfSource
 from sockscope.collector.model import Interval
 
 REPO = Path(__file__).resolve().parents[2]
 SOCKSCOPE = str(Path(sys.executable).with_name("sockscope"))
+
+# The counting group under test: forced by the kernel matrix (scripts/vmtest) through the same
+# variable the CLI reads, so `sockscope` run by a test counts with it too.
+HOOKS = os.environ.get("SOCKSCOPE_HOOKS", "auto")
+# The counting groups this kernel is declared to allow, best first: the matrix says so per
+# kernel; this host allows only the tracepoints (fentry refused, no kprobes).
+ALLOWED = tuple(os.environ.get("SOCKSCOPE_TEST_ALLOWED", "tracepoint").split(","))
+GROUP = HOOKS if HOOKS != "auto" else ALLOWED[0]  # the group that counts in this run
+assert set(ALLOWED) <= set(COUNT_GROUP_NAMES) and GROUP in ALLOWED, (HOOKS, ALLOWED)
+
+
+def options(**kw: Any) -> CollectorOptions:
+    """Collector options for a test, with the counting group under test."""
+    return CollectorOptions(count_groups=count_groups_for(HOOKS), **kw)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -156,8 +171,9 @@ class Tally:
 
 @pytest.fixture
 def source() -> Iterator[BpfSource]:
-    src = BpfSource()
+    src = BpfSource(options())
     src.start()
+    assert src.collector.group == GROUP, src.collector.group
     try:
         yield src
     finally:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from sockscope.bpf.loader import CollectorError, CollectorOptions
+from sockscope.bpf.loader import COUNT_GROUP_NAMES, CollectorError, CollectorOptions
 from sockscope.collector.bpf_source import BpfSource
-from tests.kernel.conftest import Netns, Tally, Traffic, drain
+from tests.kernel.conftest import ALLOWED, Netns, Tally, Traffic, drain, options
 
 
 def udp_server(name: str, addr: str, count: int, reply: int, prefix: list[str] | None = None) -> tuple[Traffic, int]:
@@ -144,7 +144,7 @@ def test_burst_of_short_lived_processes(source: BpfSource) -> None:
 
 
 def test_without_splice_counting_tcp_is_still_exact() -> None:
-    src = BpfSource(CollectorOptions(splice=False))
+    src = BpfSource(options(splice=False))
     src.start()
     try:
         assert not any(h.program == "ss_tp_rcvspace" for h in src.hooks)
@@ -184,7 +184,7 @@ def test_reads_during_a_transfer_lose_nothing(source: BpfSource) -> None:
 
 
 def test_full_flow_map_counts_what_it_drops() -> None:
-    src = BpfSource(CollectorOptions(max_flows=8))
+    src = BpfSource(options(max_flows=8))
     src.start()
     try:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -221,14 +221,49 @@ def test_identity_of_a_live_process(source: BpfSource) -> None:
     srv.wait()
 
 
-def test_no_counting_hook_is_one_paragraph_with_each_reason() -> None:
-    # fentry and kprobes really fail on this kernel: the error must say why, for each.
-    src = BpfSource(CollectorOptions(count_groups=("fentry", "kprobe")))
+# Why a kernel refuses a group: this host refuses fentry at load and has no kprobes; 6.1 has no
+# length tracepoints.
+REFUSALS = {
+    "tracepoint": "lacks the tracepoints",
+    "fentry": "load failed: Operation not permitted; this kernel refuses fentry/fexit",
+    "kprobe": "CONFIG_KPROBES off",
+}
+
+
+@pytest.mark.parametrize("group", COUNT_GROUP_NAMES)
+def test_each_forced_group_counts_or_says_why_in_one_paragraph(group: str) -> None:
+    src = BpfSource(CollectorOptions(count_groups=(group,)))
+    try:
+        if group in ALLOWED:
+            src.start()
+            assert src.collector.group == group
+            assert all(h.ok for h in src.hooks if h.group == group)
+            return
+        with pytest.raises(CollectorError) as exc:
+            src.start()
+    finally:
+        src.close()
+    msg = str(exc.value)
+    assert "\n" not in msg
+    assert f"The '{group}' hooks were asked for (--hooks {group})" in msg
+    assert REFUSALS[group] in msg and "sockscope doctor" in msg
+
+
+def test_no_counting_group_at_all_names_each_reason() -> None:
+    refused = [g for g in COUNT_GROUP_NAMES if g not in ALLOWED]
+    if len(refused) < 2:
+        # 6.12 allows all three: make every group fail for the same, known reason.
+        refused, opts = list(COUNT_GROUP_NAMES), CollectorOptions(max_flows=2**32 - 1)
+    else:
+        opts = CollectorOptions(count_groups=tuple(refused))
+    src = BpfSource(opts)
     with pytest.raises(CollectorError) as exc:
         src.start()
     src.close()
     msg = str(exc.value)
-    assert "\n" not in msg
-    assert "fentry: load failed: Operation not permitted" in msg
-    assert "kprobe: attach failed" in msg and "CONFIG_KPROBES off" in msg
-    assert "sockscope doctor" in msg
+    assert "\n" not in msg and "sockscope doctor" in msg
+    assert msg.startswith("No way to count socket traffic could be attached on this kernel. Tried")
+    for g in refused:
+        assert f"{g}: " in msg
+        if opts.max_flows != 2**32 - 1:
+            assert REFUSALS[g] in msg

@@ -6,35 +6,66 @@ import json
 import subprocess
 import time
 
-from tests.kernel.conftest import SOCKSCOPE, Netns, Traffic
+from sockscope.bpf.loader import COUNT_GROUP_NAMES, COUNT_GROUPS
+from tests.kernel.conftest import ALLOWED, GROUP, HOOKS, SOCKSCOPE, Netns, Traffic
+from tests.kernel.test_collector import REFUSALS
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
 
 
 def test_doctor_reports_each_hook_and_why() -> None:
-    res = subprocess.run([SOCKSCOPE, "doctor", "--json"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([SOCKSCOPE, "doctor", "--json"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["ok"] is True
-    assert report["selected"] == "tracepoint"
+    assert report["selected"] == GROUP
+    assert report["forced"] == (None if HOOKS == "auto" else HOOKS)
+    assert report["lockdown"] or report["lockdown_unknown"]
     groups = {g["name"]: g for g in report["groups"]}
     assert set(groups) == {"tracepoint", "fentry", "kprobe", "tcp_state", "udp_peers"}
-    assert {h["target"] for h in groups["tracepoint"]["hooks"]} == {
-        "tp_btf/sock_send_length",
-        "tp_btf/sock_recv_length",
-        "tp_btf/tcp_rcv_space_adjust",
-    }
+    assert {g for g in COUNT_GROUP_NAMES if groups[g]["attached"]} == set(ALLOWED)
+    if "tracepoint" in ALLOWED:
+        assert {h["target"] for h in groups["tracepoint"]["hooks"]} == {
+            "tp_btf/sock_send_length",
+            "tp_btf/sock_recv_length",
+            "tp_btf/tcp_rcv_space_adjust",
+        }
     assert groups["tcp_state"]["attached"] and groups["udp_peers"]["attached"]
-    # This machine: fentry refused at load, no kprobes in the kernel.
-    assert not groups["fentry"]["attached"]
-    assert all("load failed: Operation not permitted" in h["error"] for h in groups["fentry"]["hooks"])
-    assert not groups["kprobe"]["attached"]
-    assert any("CONFIG_KPROBES off" in (h["error"] or "") for h in groups["kprobe"]["hooks"])
+    for g in set(COUNT_GROUP_NAMES) - set(ALLOWED):
+        assert REFUSALS[g] in groups[g]["reason"]
+    # Optional programs: present before 6.5 (inet_sendpage), left out with a reason after.
+    for g in {"fentry", "kprobe"} & set(ALLOWED):
+        absent = {h["program"] for h in groups[g]["hooks"] if h["absent"]}
+        assert absent <= {p for p, _ in next(x for x in COUNT_GROUPS if x.name == g).optional}
+        assert all(h["attached"] for h in groups[g]["hooks"] if not h["absent"])
 
-    text = subprocess.run([SOCKSCOPE, "doctor"], capture_output=True, text=True, timeout=60)
+    text = subprocess.run([SOCKSCOPE, "doctor"], capture_output=True, text=True, timeout=120)
     assert text.returncode == 0
-    assert "counting with the 'tracepoint' hooks" in text.stdout
-    assert "[FAIL] fentry" in text.stdout and "[FAIL] kprobe" in text.stdout
+    assert f"counting with the '{GROUP}' hooks" in text.stdout
+    for g in COUNT_GROUP_NAMES:
+        assert f"[{'ok  ' if g in ALLOWED else 'FAIL'}] {g}" in text.stdout
+    # Concise: one reason line per group; each program's words only with --verbose.
+    assert "libbpf: " not in text.stdout
+    verbose = subprocess.run([SOCKSCOPE, "doctor", "-v"], capture_output=True, text=True, timeout=120)
+    assert verbose.returncode == 0
+    assert len(verbose.stdout.splitlines()) > len(text.stdout.splitlines())
+
+
+def test_doctor_with_a_forced_group_that_cannot_count_exits_1() -> None:
+    refused = [g for g in COUNT_GROUP_NAMES if g not in ALLOWED]
+    for g in refused:
+        res = subprocess.run([SOCKSCOPE, "doctor", "--hooks", g], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 1
+        assert f"NOT OK: the forced '{g}' hooks cannot count here (--hooks)" in res.stdout
+        top = subprocess.run(
+            [SOCKSCOPE, "top", "--json", "--count", "1", "--hooks", g], capture_output=True, text=True, timeout=120
+        )
+        assert top.returncode == 1 and top.stdout == ""
+        assert f"The '{g}' hooks were asked for" in top.stderr and "Traceback" not in top.stderr
+    for g in ALLOWED:
+        res = subprocess.run([SOCKSCOPE, "doctor", "--hooks", g], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout
+        assert f"counting with the '{g}' hooks" in res.stdout
 
 
 def test_top_count_prints_exactly_n_lines() -> None:

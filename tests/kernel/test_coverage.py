@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from sockscope.bpf.loader import CollectorOptions, cgroup2_root
+from sockscope.bpf.loader import cgroup2_root
 from sockscope.collector.bpf_source import BpfSource
 from sockscope.collector.lifecycle import LifeEvent
-from tests.kernel.conftest import REPO, Netns, Tally, Traffic, drain
+from tests.kernel.conftest import REPO, Netns, Tally, Traffic, drain, options
 
 
 def tcp(
@@ -427,7 +427,7 @@ def test_tcp_lifecycle_opened_and_closed_between_reads(source: BpfSource, netns:
 
 
 def test_udp_flow_ends_after_idle_timeout(netns: Netns) -> None:
-    src = BpfSource(CollectorOptions(udp_idle=1.0))
+    src = BpfSource(options(udp_idle=1.0))
     src.start()
     try:
         _, cli, _, _, _ = udp(src, netns, count=20, size=50, reply=5)

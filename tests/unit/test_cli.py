@@ -96,3 +96,32 @@ def test_daemon_command_runs_the_configured_source_and_writes(tmp_path, monkeypa
     assert cli.run_daemon(a, factory) == 0
     assert (seen[0].splice, seen[0].udp_idle) == (False, 5.0)
     assert db.exists() and (db.stat().st_mode & 0o777) == 0o640
+
+
+def test_hooks_flag_env_and_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sockscope.cli import _hooks, build_parser
+
+    monkeypatch.delenv("SOCKSCOPE_HOOKS", raising=False)
+    top = build_parser().parse_args(["top"])
+    assert _hooks(top) == ("tracepoint", "fentry", "kprobe")
+    assert _hooks(top, "fentry") == ("fentry",)
+    monkeypatch.setenv("SOCKSCOPE_HOOKS", "kprobe")
+    assert _hooks(top, "fentry") == ("kprobe",)
+    assert _hooks(build_parser().parse_args(["top", "--hooks", "tracepoint"])) == ("tracepoint",)
+    assert _hooks(build_parser().parse_args(["top", "--hooks", "auto"])) == ("tracepoint", "fentry", "kprobe")
+
+
+def test_bad_hooks_from_the_environment_is_one_line_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SOCKSCOPE_HOOKS", "kprobes")
+    assert cli.main(["top", "--json", "--count", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "sockscope: $SOCKSCOPE_HOOKS: unknown hook group 'kprobes': use auto, tracepoint, fentry, kprobe\n"
+
+
+def test_bad_hooks_flag_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["doctor", "--hooks", "kprobes"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'kprobes'" in capsys.readouterr().err

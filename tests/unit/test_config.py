@@ -115,7 +115,7 @@ def test_dump_defaults_loads_as_the_defaults(tmp_path: Path) -> None:
         "retention": {"raw", "minute", "hour"},
         "ignore": {"processes", "ports", "addresses"},
         "udp": {"idle_timeout"},
-        "collector": {"max_flows", "splice"},
+        "collector": {"max_flows", "splice", "hooks"},
     }
     assert all(len(line) <= 120 for line in text.splitlines())
 
@@ -590,3 +590,12 @@ def test_collector_splice_is_a_boolean(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError) as exc:
         config.load(None, ['collector.splice="no"'], default_path=str(tmp_path / "none.toml"))
     assert str(exc.value) == '<command line>: collector.splice: expected true or false, got "no"'
+
+
+def test_collector_hooks_auto_or_one_group(tmp_path: Path) -> None:
+    assert Config.default().collector.hooks == "auto"
+    assert load_text(tmp_path, '[collector]\nhooks = "kprobe"\n').collector.hooks == "kprobe"
+    p, err = refused(tmp_path, '[collector]\nmax_flows = 64\nhooks = "kprobes"\n')
+    assert str(err) == (
+        f'{p}:3: collector.hooks: expected "auto" or "tracepoint" or "fentry" or "kprobe", got "kprobes"'
+    )

@@ -13,7 +13,7 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,7 +21,15 @@ from pathlib import Path
 from sockscope.bpf import abi, libbpf
 from sockscope.collector.model import ConnEvent, Counters, ProcFacts, RawFlow, SockFacts
 
-FUNCS = ("tcp_sendmsg", "tcp_recvmsg", "udp_sendmsg", "udp_recvmsg", "udpv6_sendmsg", "udpv6_recvmsg")
+# Where sock_sendmsg/sock_recvmsg dispatch to a family: one call per send or receive, the
+# same return value the length tracepoints see. inet_sendpage exists only before 6.5 (sendfile()
+# and splice() to a socket; later they go through sendmsg); packet_* may sit in a module.
+SEND_FUNCS = ("inet_sendmsg", "inet6_sendmsg", "packet_sendmsg", "inet_sendpage")
+RECV_FUNCS = ("inet_recvmsg", "inet6_recvmsg", "packet_recvmsg")
+FUNCS = SEND_FUNCS + RECV_FUNCS
+# Functions a kernel may lack without losing anything it can do (see above).
+OPTIONAL_FUNCS = frozenset({"inet_sendpage", "packet_sendmsg", "packet_recvmsg"})
+RCVSPACE = "ss_tp_rcvspace"
 
 
 @dataclass(frozen=True)
@@ -30,21 +38,30 @@ class HookGroup:
     programs: tuple[str, ...]
     what: str
     cgroup: bool = False
+    # program -> kernel function it hooks, for those a kernel may lack (left out, and said so)
+    optional: tuple[tuple[str, str], ...] = ()
 
 
 COUNT_GROUPS = (
     HookGroup(
         "tracepoint",
-        ("ss_tp_send", "ss_tp_recv", "ss_tp_rcvspace"),
+        ("ss_tp_send", "ss_tp_recv", RCVSPACE),
         "sock:sock_send_length / sock:sock_recv_length, tcp:tcp_rcv_space_adjust (TCP reads incl. splice)",
     ),
-    HookGroup("fentry", tuple(f"ss_fexit_{f}" for f in FUNCS), "fexit on TCP/UDP sendmsg/recvmsg"),
+    HookGroup(
+        "fentry",
+        (*(f"ss_fx_{f}" for f in FUNCS), RCVSPACE),
+        "fexit on inet/inet6/packet sendmsg and recvmsg (and inet_sendpage before 6.5), tcp_rcv_space_adjust",
+        optional=tuple((f"ss_fx_{f}", f) for f in FUNCS if f in OPTIONAL_FUNCS),
+    ),
     HookGroup(
         "kprobe",
-        tuple(p for f in FUNCS for p in (f"ss_kp_{f}", f"ss_krp_{f}")),
-        "kprobe/kretprobe on TCP/UDP sendmsg/recvmsg",
+        (*(p for f in FUNCS for p in (f"ss_kp_{f}", f"ss_krp_{f}")), RCVSPACE),
+        "kprobe/kretprobe on the same functions, tcp_rcv_space_adjust",
+        optional=tuple((p, f) for f in FUNCS if f in OPTIONAL_FUNCS for p in (f"ss_kp_{f}", f"ss_krp_{f}")),
     ),
 )
+COUNT_GROUP_NAMES = tuple(g.name for g in COUNT_GROUPS)
 AUX_GROUPS = (
     HookGroup("tcp_state", ("ss_tp_state",), "sock:inet_sock_set_state: TCP endpoints, state, who opened"),
     HookGroup(
@@ -64,6 +81,11 @@ class HookStatus:
     target: str
     attached: bool
     error: str | None = None
+    absent: str | None = None  # an optional program left out: why (the kernel lacks its function)
+
+    @property
+    def ok(self) -> bool:
+        return self.attached or self.absent is not None
 
 
 @dataclass(frozen=True)
@@ -73,11 +95,20 @@ class CollectorOptions:
     max_processes: int = 16384
     capture_args: bool = True
     object_path: str | None = None
-    count_groups: tuple[str, ...] = tuple(g.name for g in COUNT_GROUPS)  # in order of preference
+    count_groups: tuple[str, ...] = COUNT_GROUP_NAMES  # in order of preference; one: forced (--hooks)
     udp_idle: float = 60.0  # seconds without traffic that end a UDP flow (user space)
     # Count TCP receives where copied_seq advances: exact for splice() too, one more program
     # per TCP read. Off: sock_recv_length alone, cheaper, splice() reads from TCP unseen.
     splice: bool = True
+
+
+def count_groups_for(hooks: str) -> tuple[str, ...]:
+    """The counting groups to try for a --hooks value: all in order for "auto", else the one forced."""
+    if hooks == "auto":
+        return COUNT_GROUP_NAMES
+    if hooks not in COUNT_GROUP_NAMES:
+        raise ValueError(f"unknown hook group {hooks!r}: use auto, {', '.join(COUNT_GROUP_NAMES)}")
+    return (hooks,)
 
 
 class CollectorError(RuntimeError):
@@ -119,6 +150,29 @@ _HINTS = {
 }
 
 
+def kernel_functions(names: Iterable[str], kallsyms: str = "/proc/kallsyms") -> set[str]:
+    """Which of names are functions of the running kernel or its loaded modules."""
+    try:
+        with open(kallsyms, "rb") as f:
+            text = f.read()
+    except OSError:
+        return set(names)  # cannot tell: try them all, a failure then says why
+    # Lines are "addr type name" or "addr type name\t[module]".
+    return {n for n in names if f" {n}\n".encode() in text or f" {n}\t".encode() in text}
+
+
+def absent_programs(group: HookGroup, kallsyms: str = "/proc/kallsyms") -> dict[str, str]:
+    """Optional programs of group whose kernel function is missing here: program -> why."""
+    if not group.optional:
+        return {}
+    present = kernel_functions({f for _, f in group.optional}, kallsyms)
+    return {
+        prog: f"{func}() is not in this kernel (nothing goes through it here)"
+        for prog, func in group.optional
+        if func not in present
+    }
+
+
 def _hint(group: HookGroup, err: libbpf.LibbpfError, stage: str) -> str:
     msg = f"{stage} failed: {os.strerror(err.errno or errno.EINVAL)}"
     if group.name == "kprobe" and not os.path.exists("/sys/bus/event_source/devices/kprobe"):
@@ -158,6 +212,15 @@ class Collector:
         self._prev_stats = [0] * abi.SS_STAT_MAX
         self._last_read = 0.0
         self._events: libbpf.RingBuffer | None = None
+        self._absent: dict[str, str] | None = None
+
+    def absent(self) -> dict[str, str]:
+        """Optional programs this kernel has no function for: program -> why (read once)."""
+        if self._absent is None:
+            self._absent = {}
+            for g in COUNT_GROUPS:
+                self._absent.update(absent_programs(g))
+        return self._absent
 
     # ---- loading ----
 
@@ -173,7 +236,9 @@ class Collector:
     def _open(self, programs: set[str]) -> libbpf.Object:
         obj = libbpf.Object(self._object_path())
         if not self.options.splice:
-            programs = programs - {"ss_tp_rcvspace"}
+            programs = programs - {RCVSPACE}
+        if any(p.startswith(("ss_fx_", "ss_kp_", "ss_krp_")) for p in programs):
+            programs = programs - set(self.absent())
         try:
             for prog in obj.programs():
                 prog.set_autoload(prog.name in programs)
@@ -192,8 +257,12 @@ class Collector:
     def _attach(self, obj: libbpf.Object, group: HookGroup, cgroup_fd: int | None) -> list[HookStatus]:
         out: list[HookStatus] = []
         byname = {p.name: p for p in obj.programs()}
+        absent = self.absent() if group.optional else {}
         for name in group.programs:
             prog = byname[name]
+            if name in absent:
+                out.append(HookStatus(group.name, name, prog.section, False, absent=absent[name]))
+                continue
             if not prog.autoload:  # left out by an option
                 continue
             try:
@@ -227,7 +296,7 @@ class Collector:
                     tried += aux_failed
                     continue
                 statuses = self._attach(obj, group, cgroup_fd)
-                if not all(s.attached for s in statuses):
+                if not all(s.ok for s in statuses):
                     self._detach()
                     obj.close()
                     tried += statuses
@@ -244,6 +313,13 @@ class Collector:
         self.hooks = tried
         first_error = {s.group: s.error for s in reversed(tried) if s.error}
         reasons = "; ".join(f"{g.name}: {first_error[g.name]}" for g in groups if g.name in first_error)
+        if len(groups) == 1 and len(COUNT_GROUPS) > 1:
+            name = groups[0].name
+            raise CollectorError(
+                f"The '{name}' hooks were asked for (--hooks {name}) and cannot count on this kernel: "
+                f"{first_error.get(name, 'they did not attach')}. "
+                "Use --hooks auto to let sockscope choose, or run `sockscope doctor` to see what works here."
+            )
         raise CollectorError(
             "No way to count socket traffic could be attached on this kernel. "
             f"Tried {', '.join(g.name for g in groups)}: {reasons}. "
