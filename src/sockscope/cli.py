@@ -238,6 +238,8 @@ def run_doctor(args: argparse.Namespace, out: TextIO, factory: SourceFactory = _
         source = factory(options)
         source.start()
         try:
+            # Said once counting runs, so that whoever makes traffic for the check knows when.
+            print(f"sockscope doctor: counting for {args.check:g} s", file=sys.stderr, flush=True)
             check = doctor.reconcile(source, args.check)
         finally:
             source.close()

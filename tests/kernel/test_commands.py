@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 from sockscope.bpf.loader import COUNT_GROUP_NAMES, COUNT_GROUPS
 from tests.kernel.conftest import ALLOWED, GROUP, HOOKS, SOCKSCOPE, Netns, Traffic
@@ -90,8 +89,11 @@ def test_without_privileges_one_paragraph_no_traceback() -> None:
 
 
 def test_doctor_check_reconciles_with_the_interfaces(netns: Netns) -> None:
-    doctor = subprocess.Popen([SOCKSCOPE, "doctor", "--json", "--check", "3"], stdout=subprocess.PIPE, text=True)
-    time.sleep(1.5)  # loaded and counting by now
+    doctor = subprocess.Popen(
+        [SOCKSCOPE, "doctor", "--json", "--check", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert doctor.stderr is not None
+    assert doctor.stderr.readline() == "sockscope doctor: counting for 5 s\n"  # loaded and counting now
     srv = Traffic("ss-chk-srv", "tcp-server", "--bind", netns.peer4, prefix=netns.exec_prefix())
     try:
         port = srv.line()["port"]

@@ -217,7 +217,9 @@ def paced(sock: socket.socket, spec: str) -> int:
 
 def udp_server(a: argparse.Namespace) -> None:
     s = socket.socket(family_of(a.bind), socket.SOCK_DGRAM)
-    s.settimeout(a.idle if a.idle else TIMEOUT)
+    # Flood mode ends after `idle` quiet seconds, counted from the first datagram: a slow kernel
+    # (TCG) may take longer than that to start the sender.
+    s.settimeout(TIMEOUT)
     s.bind((a.bind, a.port))
     say(ready=True, port=s.getsockname()[1])
     rx = tx = received = 0
@@ -237,6 +239,8 @@ def udp_server(a: argparse.Namespace) -> None:
                 data, peer = s.recvfrom(65535)
             except TimeoutError:
                 break  # flood mode: the sender stopped
+            if a.idle and not received:
+                s.settimeout(a.idle)
             received += 1
             rx += len(data)
             peers.add(tuple(endpoint(peer)))
