@@ -13,15 +13,23 @@ BPFTOOL ?= $(shell command -v bpftool || echo /usr/sbin/bpftool)
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 INTERVAL ?= 1
 
-.PHONY: run test setup deps venv bpf lint typecheck test-unit test-kernel bench clean contrib
+.PHONY: run test setup deps venv bpf lint typecheck test-unit test-kernel test-kernels bench clean contrib
 
 ## run: set everything up, then show live traffic: full screen on a terminal (q quits), else a table per interval
 run: setup
 	$(BIN)/sockscope top --interval $(INTERVAL)
 
-## test: set everything up, then lint, type-check and run the whole suite
+## test: set everything up, then lint, type-check and run the whole suite: on this kernel, then on the
+## kernel matrix (Debian's 6.1 and 6.12 under qemu, each hook group forced)
 test: setup lint typecheck
 	$(BIN)/pytest
+	$(MAKE) test-kernels
+
+## test-kernels: the kernel tests inside Debian's own kernels booted under qemu, each hook group forced
+## (scripts/vmtest/matrix.py; KERNELS="6.1:fentry ..." runs a part of the matrix)
+test-kernels: setup
+	bash scripts/install-vm-deps.sh
+	$(BIN)/python scripts/vmtest/matrix.py $(foreach k,$(KERNELS),--only $(k))
 
 setup: deps venv bpf
 
@@ -49,8 +57,8 @@ $(BPF_OBJ): $(BPF_SRC) $(BPF_HDRS) $(BUILD)/vmlinux.h
 	mv $@.tmp $@
 
 lint:
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck:
 	$(BIN)/mypy

@@ -156,11 +156,13 @@ class Tally:
     netns: dict[int, set[int]] = field(default_factory=dict)
     conns: dict[int, dict[tuple[Any, ...], dict[str, int]]] = field(default_factory=dict)
     dropped_events: int = 0
+    calls_missed: int = 0
     peek_skipped: int = 0
     life: list[Any] = field(default_factory=list)  # LifeEvent objects from in-process reads
 
     def add_dict(self, d: dict[str, Any]) -> None:
         self.dropped_events += d["dropped"]["events"]
+        self.calls_missed += d["dropped"]["missed_calls"]
         self.peek_skipped += d["peek_skipped"]
         for p in d["processes"]:
             t = self.procs.setdefault(p["pid"], {"tx": 0, "rx": 0, "comm": p["comm"], "exe": p["exe"]})

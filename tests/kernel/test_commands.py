@@ -61,10 +61,10 @@ def test_doctor_with_a_forced_group_that_cannot_count_exits_1() -> None:
         )
         assert top.returncode == 1 and top.stdout == ""
         assert f"The '{g}' hooks were asked for" in top.stderr and "Traceback" not in top.stderr
-    for g in ALLOWED:
-        res = subprocess.run([SOCKSCOPE, "doctor", "--hooks", g], capture_output=True, text=True, timeout=120)
-        assert res.returncode == 0, res.stdout
-        assert f"counting with the '{g}' hooks" in res.stdout
+    # The others allowed here are forced in their own runs of the kernel matrix.
+    res = subprocess.run([SOCKSCOPE, "doctor", "--hooks", GROUP], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout
+    assert f"counting with the '{GROUP}' hooks" in res.stdout
 
 
 def test_top_count_prints_exactly_n_lines() -> None:

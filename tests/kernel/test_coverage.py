@@ -6,10 +6,14 @@ otherwise; every figure is compared with the generator's own count, exactly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ import pytest
 from sockscope.bpf.loader import cgroup2_root
 from sockscope.collector.bpf_source import BpfSource
 from sockscope.collector.lifecycle import LifeEvent
-from tests.kernel.conftest import REPO, Netns, Tally, Traffic, drain, options
+from tests.kernel.conftest import GROUP, REPO, Netns, Tally, Traffic, drain, options
 
 
 def tcp(
@@ -323,6 +327,51 @@ def test_parallel_burst_from_many_threads(source: BpfSource, netns: Netns) -> No
     assert (c_done["tx"], c_done["rx"]) == (16 * 2_000_003, 16 * 100_003)
     assert_counts(tally, cli, c_done)
     assert_counts(tally, srv, s_done)
+
+
+def test_thousands_of_threads_waiting_in_recvmsg_lose_nothing_silently(source: BpfSource) -> None:
+    # Every thread waits inside recvmsg while the datagrams are sent. A kretprobe holds one
+    # instance per call in flight (10 by default on a small machine; sockscope asks for the
+    # kernel's maximum, 4096), so under the kprobe group the calls past 4096 are missed: they
+    # must show as dropped events, each one datagram of SIZE bytes. Other groups: exact.
+    n, size = 4200, 100
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n + 256, max(limit[1], n + 256)))  # root may raise it
+    old_stack = threading.stack_size(256 * 1024)
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    got = [0] * n
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))  # blocking: the wait is inside recvmsg (a timeout would poll first)
+
+        def wait(i: int) -> None:
+            got[i] = len(socks[i].recv(65535))
+
+        threads = [threading.Thread(target=wait, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        time.sleep(2.0)  # all of them inside recvmsg by now
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            sent = sum(tx.sendto(b"b" * size, s.getsockname()) for s in socks)
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        threading.stack_size(old_stack)
+        resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+        for s in socks:
+            with contextlib.suppress(OSError):  # ENOTCONN, yet it wakes a thread still waiting
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+    tally = Tally()
+    drain(source, tally)
+    assert sum(got) == sent == n * size
+    me = tally.procs[os.getpid()]
+    assert me["tx"] == sent
+    if GROUP == "kprobe":
+        assert 0 < tally.calls_missed == tally.dropped_events <= n - 4096
+        assert me["rx"] + size * tally.calls_missed == sent
+    else:
+        assert (me["rx"], tally.calls_missed, tally.dropped_events) == (sent, 0, 0)
 
 
 # 8. Another network namespace, same addresses and ports as a host process

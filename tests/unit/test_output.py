@@ -16,7 +16,14 @@ def test_json_line_shape_and_totals() -> None:
     assert d["ts"] == 1_700_000_000.0 and d["interval"] == 1.0
     assert d["time"] == "2023-11-14T22:13:20.000+00:00"
     assert (d["tx_bytes"], d["rx_bytes"]) == (105, 57)
-    assert d["dropped"] == {"events": 2, "bytes": 64, "socket_facts": 0, "process_facts": 0, "lifecycle_events": 0}
+    assert d["dropped"] == {
+        "events": 2,
+        "bytes": 64,
+        "socket_facts": 0,
+        "process_facts": 0,
+        "lifecycle_events": 0,
+        "missed_calls": 0,
+    }
     assert d["unattributed"] == {"tx_bytes": 0, "rx_bytes": 0}
     assert d["lifecycle"] == []
     p = d["processes"][0]

@@ -83,6 +83,7 @@ class _Lib:
             "bpf_program__autoload": (c_bool, [c_void_p]),
             "bpf_program__attach": (c_void_p, [c_void_p]),
             "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int]),
+            "bpf_program__attach_perf_event": (c_void_p, [c_void_p, c_int]),
             "bpf_link__destroy": (c_int, [c_void_p]),
             "bpf_map__fd": (c_int, [c_void_p]),
             "bpf_map__set_max_entries": (c_int, [c_void_p, c_uint32]),
@@ -298,6 +299,11 @@ class Program:
     def attach_cgroup(self, cgroup_fd: int) -> Link:
         ptr = lib().lib.bpf_program__attach_cgroup(self._ptr, cgroup_fd)
         return Link(_check_ptr(f"attach {self.section}", ptr))
+
+    def attach_perf_event(self, perf_fd: int) -> Link:
+        """Attach to an open perf event; the link owns the fd from then on (closed with it)."""
+        ptr = lib().lib.bpf_program__attach_perf_event(self._ptr, perf_fd)
+        return Link(_check_ptr(f"attach {self.section} to perf event {perf_fd}", ptr))
 
 
 class Link:

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from sockscope.bpf import abi, libbpf
+from sockscope.bpf.kretprobes import Kretprobes
 from sockscope.collector.model import ConnEvent, Counters, ProcFacts, RawFlow, SockFacts
 
 # Where sock_sendmsg/sock_recvmsg dispatch to a family: one call per send or receive, the
@@ -213,6 +214,8 @@ class Collector:
         self._last_read = 0.0
         self._events: libbpf.RingBuffer | None = None
         self._absent: dict[str, str] | None = None
+        self._kretprobes: Kretprobes | None = None  # the kprobe group's returns (see kretprobes.py)
+        self._prev_missed = 0
 
     def absent(self) -> dict[str, str]:
         """Optional programs this kernel has no function for: program -> why (read once)."""
@@ -270,12 +273,28 @@ class Collector:
                     if cgroup_fd is None:
                         raise libbpf.LibbpfError("cgroup v2", errno.ENOENT, "no cgroup v2 hierarchy is mounted")
                     self._links.append(prog.attach_cgroup(cgroup_fd))
+                elif name.startswith("ss_krp_"):
+                    self._links.append(self._attach_kretprobe(prog, name.removeprefix("ss_krp_")))
                 else:
                     self._links.append(prog.attach())
                 out.append(HookStatus(group.name, name, prog.section, True))
             except libbpf.LibbpfError as exc:
                 out.append(HookStatus(group.name, name, prog.section, False, _hint(group, exc, "attach")))
         return out
+
+    def _attach_kretprobe(self, prog: libbpf.Program, func: str) -> libbpf.Link:
+        """A kretprobe with room for MAXACTIVE calls in flight, made through tracefs."""
+        try:
+            if self._kretprobes is None:
+                self._kretprobes = Kretprobes.open()
+            fd = self._kretprobes.add(func)
+        except OSError as exc:
+            raise libbpf.LibbpfError(f"kretprobe {func}", exc.errno or errno.ENOENT, str(exc)) from None
+        try:
+            return prog.attach_perf_event(fd)
+        except libbpf.LibbpfError:
+            os.close(fd)
+            raise
 
     def _failed(self, group: HookGroup, err: str) -> list[HookStatus]:
         return [HookStatus(group.name, p, "", False, err) for p in group.programs]
@@ -356,18 +375,22 @@ class Collector:
                 obj = self._open(set(group.programs))
             except libbpf.LibbpfError as exc:
                 return self._failed(group, _hint(group, exc, "load"))
-            saved, self._links = self._links, []
+            saved = self._links, self._kretprobes
+            self._links, self._kretprobes = [], None
             try:
                 return self._attach(obj, group, cgroup_fd)
             finally:
                 self._detach()
-                self._links = saved
+                self._links, self._kretprobes = saved
                 obj.close()
 
     def _detach(self) -> None:
         for link in self._links:
             link.destroy()
         self._links = []
+        if self._kretprobes is not None:  # their perf events were closed with the links
+            self._kretprobes.remove()
+            self._kretprobes = None
 
     def close(self) -> None:
         self._detach()
@@ -488,9 +511,12 @@ class Collector:
         total = _sum_percpu(buf.raw, abi.SS_STAT_MAX, self._ncpu)
         d = [t - p for t, p in zip(total, self._prev_stats, strict=True)]
         self._prev_stats = total
+        missed = self._kretprobes.missed() if self._kretprobes is not None else 0
+        calls_missed, self._prev_missed = missed - self._prev_missed, missed
         s = abi.Stat
         return Counters(
-            dropped_events=d[s.DROPPED_EVENTS],
+            dropped_events=d[s.DROPPED_EVENTS] + calls_missed,
+            calls_missed=calls_missed,
             dropped_bytes=d[s.DROPPED_BYTES],
             sock_info_full=d[s.SOCK_INFO_FULL],
             proc_info_full=d[s.PROC_INFO_FULL],

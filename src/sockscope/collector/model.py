@@ -75,6 +75,8 @@ class Counters:
     proc_info_full: int = 0
     peek_skipped: int = 0
     events_lost: int = 0
+    # kprobe group: calls whose return a kretprobe missed (bytes unknown); in dropped_events too
+    calls_missed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,7 @@ def interval_dict(iv: Interval) -> dict[str, Any]:
             "socket_facts": c.sock_info_full,
             "process_facts": c.proc_info_full,
             "lifecycle_events": c.events_lost,
+            "missed_calls": c.calls_missed,
         },
         "peek_skipped": c.peek_skipped,
     }
