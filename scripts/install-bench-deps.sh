@@ -7,7 +7,7 @@ set -euo pipefail
 
 VENV=${VENV:-.venv}
 need=()
-have_cmd() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+. "$(dirname "$0")/apt-lib.sh"
 
 have_cmd nethogs || need+=(nethogs)
 have_cmd bpftrace || need+=(bpftrace)
@@ -17,18 +17,7 @@ have_cmd iperf3 || need+=(iperf3)
 # can show the error it gives rather than guess it.
 have_cmd tcptop-bpfcc || need+=(bpfcc-tools)
 
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "install-bench-deps: missing packages: ${need[*]}; run as root or install them" >&2
-    exit 1
-  fi
-  echo "install-bench-deps: installing ${need[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # --no-install-recommends: bpfcc-tools recommends the kernel headers, hundreds of MB that
-  # would not make BCC work here anyway.
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_install install-bench-deps "${need[@]}"
 
 if ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
   echo "install-bench-deps: installing the bench extra (matplotlib) into $VENV" >&2

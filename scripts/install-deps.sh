@@ -6,7 +6,7 @@
 set -euo pipefail
 
 need=()
-have_cmd() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+. "$(dirname "$0")/apt-lib.sh"
 
 have_cmd clang || need+=(clang)
 have_cmd llvm-strip || need+=(llvm)
@@ -19,14 +19,4 @@ have_cmd tmux || need+=(tmux)
 have_cmd make || need+=(make)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
-fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "install-deps: missing packages: ${need[*]}; run as root (sudo make setup) or install them" >&2
-  exit 1
-fi
-echo "install-deps: installing ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+apt_install install-deps "${need[@]}"
