@@ -35,8 +35,13 @@ def test_options_reach_the_source() -> None:
         seen.append(opts)
         return FakeSource([])
 
-    cli.run_top(args("--count", "1", "--max-flows", "77", "--udp-idle", "5", "--no-splice"), io.StringIO(), factory)
+    cli.run_top(
+        args("--count", "1", "--max-flows", "77", "--udp-idle", "5", "--no-splice", "--hooks", "kprobe"),
+        io.StringIO(),
+        factory,
+    )
     assert (seen[0].max_flows, seen[0].udp_idle, seen[0].splice) == (77, 5.0, False)
+    assert seen[0].count_groups == ("kprobe",)
 
 
 def test_stop_signal_emits_a_final_interval() -> None:
@@ -82,6 +87,7 @@ def test_table_mode(capsys) -> None:
 
 def test_daemon_command_runs_the_configured_source_and_writes(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(cli._Stop, "install", lambda self: None)  # leave the test runner's signals alone
+    monkeypatch.delenv("SOCKSCOPE_HOOKS", raising=False)
     seen: list[CollectorOptions] = []
 
     def factory(opts: CollectorOptions) -> Source:
@@ -91,10 +97,17 @@ def test_daemon_command_runs_the_configured_source_and_writes(tmp_path, monkeypa
     db = tmp_path / "h.db"
     a = cli.build_parser().parse_args(
         ["daemon", "--db", str(db), "--interval", "0.01", "--duration", "0.05", "-o", "collector.splice=false",
-         "-o", "udp.idle_timeout=5"]
+         "-o", "udp.idle_timeout=5", "-o", 'collector.hooks="fentry"']
     )  # fmt: skip
     assert cli.run_daemon(a, factory) == 0
-    assert (seen[0].splice, seen[0].udp_idle) == (False, 5.0)
+    assert (seen[0].splice, seen[0].udp_idle, seen[0].count_groups) == (False, 5.0, ("fentry",))
+    # --hooks wins over the configuration
+    a = cli.build_parser().parse_args(
+        ["daemon", "--db", str(db), "--interval", "0.01", "--duration", "0.05", "-o", 'collector.hooks="fentry"',
+         "--hooks", "auto"]
+    )  # fmt: skip
+    assert cli.run_daemon(a, factory) == 0
+    assert seen[1].count_groups == ("tracepoint", "fentry", "kprobe")
     assert db.exists() and (db.stat().st_mode & 0o777) == 0o640
 
 
