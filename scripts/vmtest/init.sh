@@ -43,6 +43,14 @@ mount -t tmpfs -o mode=1777 tmp $R/tmp
 mkdir -p $R$SHARE
 mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=512000 results $R$SHARE ||
   fail "cannot mount the results share"
+# The repository at its own path (vmtest.repo=, see vm.py), after the tmpfs mounts: a
+# clone under /tmp or /run would be hidden otherwise. Made read-only like the root.
+repo=$(sed -n 's/.*vmtest\.repo=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$repo" ]; then
+  [ -d "$R$repo" ] || mkdir -p "$R$repo" || fail "cannot make $repo in the guest"
+  mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 repo "$R$repo" ||
+    fail "cannot mount the repository at $repo"
+fi
 mount -t tracefs tracefs $R/sys/kernel/tracing || echo "vmtest-init: no tracefs"
 mount -t debugfs debugfs $R/sys/kernel/debug || echo "vmtest-init: no debugfs"
 mount -t bpf bpffs $R/sys/fs/bpf || echo "vmtest-init: no bpffs"

@@ -133,7 +133,13 @@ class Boot:
 def qemu_argv(kernel: Kernel, initrd: Path, share: Path, serial: str, cpus: int, mem_mb: int) -> list[str]:
     # SOCKSCOPE_VMTEST_APPEND: extra kernel parameters, for experiments.
     # loglevel=5: KERN_WARNING and worse reach the console (WARN() splats, not boot chatter).
-    append = f"console=ttyS0 panic=-1 loglevel=5 {os.environ.get('SOCKSCOPE_VMTEST_APPEND', '')}".strip()
+    if any(c.isspace() or c == "," for c in str(REPO)):
+        # Neither the kernel's command line nor qemu's -virtfs option can carry them.
+        raise SystemExit(f"vmtest: the repository's path may not hold white space or commas: {REPO}")
+    # vmtest.repo: init.sh mounts the repository (its own share) at the same path, after its
+    # tmpfs on /tmp and /run, which would hide a clone made there (CI may clone anywhere).
+    extra = os.environ.get("SOCKSCOPE_VMTEST_APPEND", "")
+    append = f"console=ttyS0 panic=-1 loglevel=5 vmtest.repo={REPO} {extra}".strip()
     return [
         QEMU,
         "-machine", "q35,accel=tcg",  # KVM here is paravirtual and runs only its own guests
@@ -147,6 +153,7 @@ def qemu_argv(kernel: Kernel, initrd: Path, share: Path, serial: str, cpus: int,
         "-append", append,
         "-virtfs", "local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={share},mount_tag=results,security_model=none,multidevs=remap",
+        "-virtfs", f"local,path={REPO},mount_tag=repo,security_model=none,readonly=on,multidevs=remap",
     ]  # fmt: skip
 
 
