@@ -37,6 +37,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _path(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path: give a file name")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError("a path cannot contain a NUL character")
+    return text
+
+
+def _max_flows(text: str) -> int:
+    value = _positive_int(text)
+    if not 16 <= value <= config_mod.MAX_FLOWS:
+        raise argparse.ArgumentTypeError(f"must be >= 16 and <= {config_mod.MAX_FLOWS} (a map size), got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -104,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the full screen's data comes from: auto (the daemon's database when a daemon is writing it,"
         " else the collector; needs root), collector, database",
     )
-    top.add_argument("--db", metavar="PATH", help="the daemon's database (default: daemon.database from --config)")
+    top.add_argument(
+        "--db", type=_path, metavar="PATH", help="the daemon's database (default: daemon.database from --config)"
+    )
     top.add_argument("--config", metavar="PATH", help=f"TOML configuration (default {config_mod.DEFAULT_PATH})")
     top.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS", help="default 1")
     top.add_argument("--count", type=_positive_int, default=None, metavar="N", help="stop after N intervals")
@@ -124,14 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     top.add_argument(
         "--max-flows",
-        type=_positive_int,
+        type=_max_flows,
         default=CollectorOptions.max_flows,
         metavar="N",
         help="distinct (socket, process, peer) entries per interval before events are dropped and counted",
     )
     dmn = sub.add_parser("daemon", help="collect in the foreground and keep history in SQLite")
     dmn.add_argument("--config", metavar="PATH", help=f"TOML configuration (default {config_mod.DEFAULT_PATH})")
-    dmn.add_argument("--db", metavar="PATH", help="database file (overrides daemon.database)")
+    dmn.add_argument("--db", type=_path, metavar="PATH", help="database file (overrides daemon.database)")
     dmn.add_argument("--interval", type=_positive_float, metavar="SECONDS", help="overrides daemon.interval")
     dmn.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="exit by itself after this long")
     _hooks_arg(dmn)
@@ -140,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     rep = sub.add_parser("report", help="history: who moved how much over a time range")
-    rep.add_argument("--db", metavar="PATH", help="database file (default: daemon.database from --config)")
+    rep.add_argument("--db", type=_path, metavar="PATH", help="database file (default: daemon.database from --config)")
     rep.add_argument("--config", metavar="PATH", help=f"TOML configuration (default {config_mod.DEFAULT_PATH})")
     rep.add_argument("--since", default="24h", metavar="WHEN", help="10m, 2h, 3d, an ISO date or time (default 24h)")
     rep.add_argument("--until", default="now", metavar="WHEN", help="same forms (default now)")
@@ -261,7 +278,7 @@ def _config(args: argparse.Namespace, overrides: list[str]) -> config_mod.Config
 
 def _database(args: argparse.Namespace) -> str:
     """--db, else the daemon's database from the configuration (read only when needed)."""
-    return str(args.db or _config(args, []).daemon.database)
+    return str(args.db if args.db is not None else _config(args, []).daemon.database)
 
 
 def run_daemon(args: argparse.Namespace, factory: SourceFactory = _bpf_source) -> int:
@@ -297,6 +314,10 @@ def run_report(args: argparse.Namespace, out: TextIO) -> int:
         until = report_format.parse_when(args.until, now)
     except ValueError as exc:
         print(f"sockscope report: {exc}", file=sys.stderr)
+        return 2
+    if until <= since:
+        why = f"--until {args.until} is not after --since {args.since}"
+        print(f"sockscope report: the range ends before it starts: {why}", file=sys.stderr)
         return 2
     reader = SqliteReader(path)
     try:

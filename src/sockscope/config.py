@@ -8,12 +8,14 @@ too; the overrides are then applied on top of it and validated the same way.
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
 import json
 import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -183,7 +185,7 @@ _SECTIONS: dict[str, _Section] = {
     ),
 }
 
-_MAX_FLOWS_LIMIT = 2**32 - 1  # a BPF map's max_entries is a u32
+MAX_FLOWS = 2**32 - 1  # a BPF map's max_entries is a u32
 
 
 # --- values
@@ -227,6 +229,8 @@ def _as_float(value: int | float) -> float:
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION_EXPECTED = 'expected a duration like "2d" or a number of seconds'
+MAX_DURATION = 36500 * 86400.0
+MAX_FILE_BYTES = 1 << 20  # a configuration file is a few KiB; /dev/zero is not one
 
 
 def _duration(value: object) -> float:
@@ -243,6 +247,9 @@ def _duration(value: object) -> float:
         raise _Problem(f"must be a finite duration, got {_show(value)}")
     if seconds <= 0:
         raise _Problem(f"must be > 0, got {_show(value)}")
+    if seconds > MAX_DURATION:
+        # Later arithmetic (milliseconds, dates) overflows far beyond any useful retention.
+        raise _Problem(f"must be at most {_fmt_seconds(MAX_DURATION)} (100 years), got {_show(value)}")
     return seconds
 
 
@@ -342,8 +349,8 @@ def _hooks(value: object) -> str:
 def _max_flows(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise _Problem(f"expected a whole number, got {_show(value)}")
-    if not 16 <= value <= _MAX_FLOWS_LIMIT:
-        raise _Problem(f"must be >= 16 and <= {_MAX_FLOWS_LIMIT}, got {value}")
+    if not 16 <= value <= MAX_FLOWS:
+        raise _Problem(f"must be >= 16 and <= {MAX_FLOWS}, got {value}")
     return value
 
 
@@ -447,11 +454,29 @@ def _build(v: _Values) -> Config:
 # --- loading
 
 
+def _read_regular(name: str) -> bytes:
+    """A regular file's bytes, up to MAX_FILE_BYTES: a FIFO would hang, /dev/zero never end."""
+    # O_NONBLOCK: opening a FIFO without a writer returns at once; it is refused just below.
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(0, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_FILE_BYTES:
+        raise OSError(0, f"larger than {MAX_FILE_BYTES // 1024} KiB: not a configuration file")
+    return raw
+
+
 def _read(path: str | os.PathLike[str] | None, default_path: str) -> _File | None:
     name = default_path if path is None else os.fspath(path)
     try:
-        with open(name, "rb") as f:
-            raw = f.read()
+        raw = _read_regular(name)
     except FileNotFoundError as e:
         if path is None:
             return None

@@ -138,3 +138,29 @@ def test_bad_hooks_flag_is_refused_by_the_parser(capsys: pytest.CaptureFixture[s
         cli.main(["doctor", "--hooks", "kprobes"])
     assert exc.value.code == 2
     assert "invalid choice: 'kprobes'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["top", "--max-flows", "1099511627776"], "argument --max-flows: must be >= 16 and <= 4294967295"),
+        (["top", "--max-flows", "8"], "argument --max-flows: must be >= 16"),
+        (["daemon", "--db", ""], "argument --db: an empty path: give a file name"),
+        (["report", "--db", ""], "argument --db: an empty path: give a file name"),
+        (["top", "--db", ""], "argument --db: an empty path: give a file name"),
+    ],
+)
+def test_impossible_values_are_refused_by_the_command_line(argv: list[str], message: str, capsys) -> None:
+    # Issue 11: --max-flows beyond a map's size blamed the kernel; --db "" wrote to the default path.
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_report_range_that_ends_before_it_starts_is_an_error(tmp_path, capsys) -> None:
+    db = tmp_path / "none.db"
+    assert cli.main(["report", "--db", str(db), "--since", "1m", "--until", "10m"]) == 2
+    err = capsys.readouterr().err
+    assert err == "sockscope report: the range ends before it starts: --until 10m is not after --since 1m\n"
+    assert not db.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import tomllib
 from pathlib import Path
 
@@ -599,3 +600,25 @@ def test_collector_hooks_auto_or_one_group(tmp_path: Path) -> None:
     assert str(err) == (
         f'{p}:3: collector.hooks: expected "auto" or "tracepoint" or "fentry" or "kprobe", got "kprobes"'
     )
+
+
+def test_a_duration_beyond_a_century_is_refused(tmp_path: Path) -> None:
+    # Issue 11: "20000000000w" was accepted, then the daemon died with an OverflowError.
+    p, err = refused(tmp_path, '[retention]\nhour = "20000000000w"\n')
+    assert str(err) == f'{p}:2: retention.hour: must be at most 36500d (100 years), got "20000000000w"'
+    assert load_text(tmp_path, '[retention]\nhour = "36500d"\n').retention.hour == 36500 * 86400
+
+
+def test_only_a_regular_file_of_sane_size_is_read(tmp_path: Path) -> None:
+    # Issue 11: /dev/zero read without bound, a FIFO hung.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", str(fifo)):
+        with pytest.raises(ConfigError) as exc:
+            load(path)
+        assert str(exc.value) == f"{path}: cannot read: not a regular file"
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# " + b"x" * (1 << 20) + b"\n")
+    with pytest.raises(ConfigError) as exc:
+        load(big)
+    assert str(exc.value) == f"{big}: cannot read: larger than 1024 KiB: not a configuration file"
