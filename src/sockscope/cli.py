@@ -327,10 +327,12 @@ def run_report(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         out.write(report_format.to_json(rows, args.by) + "\n")
     elif args.csv:
-        # CSV keeps undecodable bytes of names as they were (surrogate escapes): write them back as bytes.
-        if isinstance(out, io.TextIOWrapper):
+        # To a file, CSV keeps undecodable bytes of names as they were (surrogate escapes): write
+        # them back as bytes. To a terminal, names are made inert like the table's.
+        terminal = out.isatty()
+        if isinstance(out, io.TextIOWrapper) and not terminal:
             out.reconfigure(errors="surrogateescape")
-        out.write(report_format.to_csv(rows, args.by))
+        out.write(report_format.to_csv(rows, args.by, inert=terminal))
     else:
         out.write(report_format.to_table(rows, args.by, since=since, until=until) + "\n")
     return 0

@@ -127,17 +127,22 @@ def to_json(rows: Iterable[ReportRow], by: str) -> str:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _csv_cell(value: object) -> object:
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
+def _csv_cell(value: object, inert: bool = False) -> object:
+    if isinstance(value, str):
+        if inert:
+            value = printable(value)
+        if value.startswith(_FORMULA_START):
+            return "'" + value
     return value
 
 
-def to_csv(rows: Iterable[ReportRow], by: str) -> str:
+def to_csv(rows: Iterable[ReportRow], by: str, *, inert: bool = False) -> str:
     """Header line, then one line per row, each ending in \\n; same columns as to_json.
 
     Text is verbatim, so undecodable bytes that arrived as surrogate escapes are still here:
-    write the result with errors="surrogateescape" to give back the original bytes.
+    write the result with errors="surrogateescape" to give back the original bytes. inert (for a
+    terminal): control characters and undecodable bytes escaped as in the table (\\x1b), so a
+    name cannot retitle or clear the terminal.
     """
     columns, records = _records(rows, by)
     buf = io.StringIO()
@@ -146,7 +151,7 @@ def to_csv(rows: Iterable[ReportRow], by: str) -> str:
     writer = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     writer.writerow(columns)
     for rec in records:
-        writer.writerow([_csv_cell(v) for v in rec])
+        writer.writerow([_csv_cell(v, inert) for v in rec])
     return buf.getvalue()
 
 

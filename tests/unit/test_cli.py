@@ -164,3 +164,31 @@ def test_report_range_that_ends_before_it_starts_is_an_error(tmp_path, capsys) -
     err = capsys.readouterr().err
     assert err == "sockscope report: the range ends before it starts: --until 10m is not after --since 1m\n"
     assert not db.exists()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_report_csv_to_a_terminal_escapes_control_characters(tmp_path) -> None:
+    # Issue 11: a process named "\x1b]0;PWN\x07" retitled the terminal through report --csv.
+    import time as _time
+
+    from sockscope.store.sqlite import SqliteWriter
+    from tests.store_samples import Conn, Proc, interval_of
+
+    hostile = "\x1b]0;PWN\x07\x1b[2J\r"
+    p = Proc(9, hostile, "/usr/bin/x", "x --y", 0, "root", "-")
+    conns = {"c": Conn(p, "tcp", "10.0.0.1", 5000, "10.0.0.2", 443, 77, "local")}
+    db = str(tmp_path / "h.db")
+    writer = SqliteWriter(db, boot="b")
+    writer.write([interval_of(conns, _time.time() - 30, {"c": (100, 200)}, length=1.0)])
+    writer.close()
+    argv = ["report", "--db", db, "--since", "1h", "--csv", "--by", "process"]
+    term, file = _Terminal(), io.StringIO()
+    assert cli.run_report(cli.build_parser().parse_args(argv), term) == 0
+    assert cli.run_report(cli.build_parser().parse_args(argv), file) == 0
+    assert "\\x1b]0;PWN\\x07\\x1b[2J\\x0d" in term.getvalue()
+    assert not any(c in term.getvalue() for c in "\x1b\x07\r")
+    assert hostile in file.getvalue()  # to a file: verbatim (formula-guarded), for the program that reads it

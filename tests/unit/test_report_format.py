@@ -401,3 +401,10 @@ def test_empty_report_message() -> None:
 def test_unknown_grouping(render: object) -> None:
     with pytest.raises(ValueError, match=r"unknown grouping 'pid'.*process, exe, user, unit, remote, port, connection"):
         render([ReportRow({}, 0, 0)], "pid")  # type: ignore[operator]
+
+
+def test_csv_inert_for_a_terminal() -> None:
+    rows = [ReportRow(_conn(comm="\x1b]0;PWN\x07\udcff", duration=1.0), 3, 4)]
+    line = to_csv(rows, "connection", inert=True).splitlines()[1]
+    assert line.startswith('42,"\\x1b]0;PWN\\x07\\udcff","tcp"')
+    assert line.isprintable()
