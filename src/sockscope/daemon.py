@@ -4,7 +4,9 @@ Runs in the foreground (systemd Type=simple, logs to stderr). Every interval it
 reads the source and writes what moved; when the database cannot be written
 (disk full, read-only, locked) it says so once, keeps the intervals in memory
 and writes them when it can. SIGTERM/SIGINT: one last read, everything written,
-exit 0.
+exit 0; exit 1 with the amount when intervals could not be written. Only one daemon
+writes a database (a lock beside it); a database deleted or replaced while it runs
+is noticed at the next interval and a new file started.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class Daemon:
         self.writer: HistoryWriter | None = None
         self.pending: list[Interval] = []
         self.lost_intervals = 0
+        self.lost_bytes = 0
         self._failing: str | None = None
         self._last_maintain = 0.0
         r = config.retention
@@ -78,6 +81,12 @@ class Daemon:
 
     def _flush(self) -> bool:
         """Write what is pending; False (and a message, once) when the database refuses."""
+        gone = self.writer.gone() if self.writer is not None else None
+        if gone is not None and self.writer is not None:
+            # What it held went with it; what is pending goes to a new file, so say so loudly.
+            self.log(f"{gone} while the daemon ran: the history written to it is gone; opening the path anew")
+            self.writer.close()
+            self.writer = None
         try:
             if self.writer is None:
                 self.writer = self._open_writer()
@@ -90,6 +99,7 @@ class Daemon:
             self._failing = str(exc)
             if len(self.pending) > MAX_PENDING:
                 drop = len(self.pending) - MAX_PENDING
+                self.lost_bytes += sum(iv.tx_bytes + iv.rx_bytes for iv in self.pending[:drop])
                 self.pending = self.pending[drop:]
                 self.lost_intervals += drop
                 self.log(f"{drop} oldest intervals dropped from memory ({self.lost_intervals} in all)")
@@ -116,9 +126,11 @@ class Daemon:
 
     def run(self, stop: threading.Event, duration: float | None = None) -> int:
         interval = self.config.daemon.interval
+        # Opens (or creates) the database first: a bad path or another writer shows at once,
+        # before anything is loaded into the kernel.
+        self._flush()
         self.source.start()
         try:
-            self._flush()  # opens (or creates) the database now, so a bad path shows at once
             self._maintain(force=True)
             self.log(f"counting; writing {self.config.daemon.database} every {interval:g} s")
             for _ in ticks(interval, stop, duration):
@@ -126,7 +138,7 @@ class Daemon:
         finally:
             self.source.close()
             self._shutdown()
-        return 0
+        return 1 if self.lost_intervals else 0
 
     def _shutdown(self) -> None:
         # Give a refusing database a few more tries: what is still pending now is lost at exit.
@@ -135,7 +147,14 @@ class Daemon:
                 break
             time.sleep(1.0)
         if self.pending:
-            self.log(f"exiting with {len(self.pending)} intervals not written: {self._failing}")
+            self.lost_intervals += len(self.pending)
+            self.lost_bytes += sum(iv.tx_bytes + iv.rx_bytes for iv in self.pending)
+            self.pending = []
+        if self.lost_intervals:
+            self.log(
+                f"data lost: {self.lost_intervals} intervals ({self.lost_bytes:,} bytes of traffic) were not "
+                f"written to the database: {self._failing}"
+            )
         self._maintain(force=True)
         if self.writer is not None:
             try:

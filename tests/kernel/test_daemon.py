@@ -124,6 +124,55 @@ def test_sigterm_writes_everything(dbdir: Path, netns: Netns) -> None:
     assert by_pid(report(db))[cli.pid] == (777_777, 55_555)
 
 
+def test_a_second_daemon_on_the_same_database_is_refused_naming_the_first(dbdir: Path, netns: Netns) -> None:
+    # Issue 11: two daemons on one database both ran, and every byte was reported twice.
+    db = dbdir / "two.db"
+    first = Daemon(db)
+    second = subprocess.run(
+        [SOCKSCOPE, "daemon", "--db", str(db), "--duration", "2"], capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 1
+    assert second.stderr == (
+        f"sockscope: another sockscope daemon (pid {first.proc.pid}) is writing {db}: only one may; "
+        "stop it first, or give this one another --db\n"
+    )
+    cli, _, _, _ = transfer(netns, 500_001, 20_003)
+    first.stop()
+    assert by_pid(report(db))[cli.pid] == (500_001, 20_003)  # once, not twice
+
+
+def test_a_database_deleted_while_running_is_noticed_and_a_new_one_started(dbdir: Path, netns: Netns) -> None:
+    # Issue 11: after the file was deleted everything was lost, silently, exit 0.
+    db = dbdir / "del.db"
+    d = Daemon(db)
+    time.sleep(1.0)
+    db.unlink()
+    Path(f"{db}-wal").unlink(missing_ok=True)
+    Path(f"{db}-shm").unlink(missing_ok=True)
+    deadline = time.monotonic() + 10
+    while not db.exists() and time.monotonic() < deadline:  # noticed within an interval or two
+        time.sleep(0.1)
+    assert db.exists()
+    cli, _, _, _ = transfer(netns, 600_007, 30_011)
+    err = d.stop()
+    assert f"{db} was deleted while the daemon ran: the history written to it is gone; opening the path anew" in err
+    assert by_pid(report(db))[cli.pid] == (600_007, 30_011)
+
+
+def test_intervals_that_cannot_be_written_mean_exit_1_with_the_amount(dbdir: Path) -> None:
+    # Issue 11: --db /proc/x.db --duration 2 lost everything and exited 0.
+    res = subprocess.run(
+        [SOCKSCOPE, "daemon", "--db", "/proc/sockscope-test.db", "--interval", "0.5", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 1, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("sockscope daemon: data lost: ") and " intervals (" in last, res.stderr
+    assert "bytes of traffic) were not written to the database: " in last
+
+
 def test_sigkill_loses_at_most_the_last_interval_and_reopens_cleanly(dbdir: Path, netns: Netns) -> None:
     db = dbdir / "k.db"
     d = Daemon(db)

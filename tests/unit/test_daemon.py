@@ -92,3 +92,55 @@ def test_stop_event_ends_the_run_after_one_last_read() -> None:
     d = Daemon(cfg("daemon.interval=5"), source, lambda: writer, log=lambda m: None)
     assert d.run(stop) == 0
     assert source.reads == 1 and writer.written[0].tx_bytes == 5
+
+
+def test_intervals_not_written_at_exit_mean_exit_1_with_the_amount(monkeypatch) -> None:
+    # Issue 11: the daemon exited 0 after losing data.
+    monkeypatch.setattr("sockscope.daemon.time.sleep", lambda s: None)  # the last tries, without waiting
+    intervals = [iv(float(t), proc(1, "curl", conn(443, "198.18.0.9", 100))) for t in range(3)]
+    source, writer = FakeSource(intervals), FakeWriter()
+    writer.refuse = True
+    log: list[str] = []
+    stop = threading.Event()
+    d = Daemon(cfg("daemon.interval=5"), source, lambda: writer, log=log.append)
+    source.start()
+    d.step()
+    d.step()
+    stop.set()
+    assert d.run(stop) == 1  # one more read: three intervals, 300 bytes, none written
+    assert writer.written == []
+    assert log[-1] == (
+        "data lost: 3 intervals (300 bytes of traffic) were not written to the database: "
+        "writing x.db: database or disk is full"
+    )
+
+
+class GoneWriter(FakeWriter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.deleted = False
+
+    def gone(self) -> str | None:
+        return "x.db was deleted" if self.deleted else None
+
+
+def test_a_database_deleted_while_running_is_noticed_and_a_new_one_opened() -> None:
+    # Issue 11: everything after the deletion was lost, silently.
+    intervals = [iv(float(t), proc(1, "curl", conn(443, "198.18.0.9", t))) for t in range(1, 4)]
+    writers: list[GoneWriter] = []
+
+    def open_writer() -> GoneWriter:
+        writers.append(GoneWriter())
+        return writers[-1]
+
+    source = FakeSource(intervals)
+    log: list[str] = []
+    d = Daemon(cfg(), source, open_writer, log=log.append, clock=lambda: 1000.0)
+    source.start()
+    d.step()
+    writers[0].deleted = True
+    d.step()
+    d.step()
+    assert [[i.ts for i in w.written] for w in writers] == [[1.0], [2.0, 3.0]]
+    assert writers[0].closed and not writers[1].closed
+    assert log == ["x.db was deleted while the daemon ran: the history written to it is gone; opening the path anew"]

@@ -42,10 +42,18 @@ class Retention:
 GROUPINGS = ("process", "exe", "user", "unit", "remote", "port", "connection")
 
 
+class WriterLocked(StoreError):
+    """Another writer holds the database: only one may write it."""
+
+
 class HistoryWriter(ABC):
     @abstractmethod
     def write(self, intervals: Sequence[Interval]) -> None:
         """Store intervals, all or nothing; raises StoreUnavailable when it cannot now."""
+
+    def gone(self) -> str | None:
+        """Why the storage written so far is no longer where readers look (deleted, replaced), or None."""
+        return None
 
     @abstractmethod
     def maintain(self, now: float, retention: Retention) -> None:

@@ -9,6 +9,7 @@ the finer rows, so a range gives the same totals whichever resolution answers.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import sqlite3
@@ -29,6 +30,7 @@ from sockscope.store.base import (
     StoreCorrupt,
     StoreError,
     StoreUnavailable,
+    WriterLocked,
     plan_segments,
     split_days,
 )
@@ -187,18 +189,39 @@ class SqliteWriter(HistoryWriter):
         self._conns: dict[tuple[int, int, str | None, int | None], int] = {}
         self._exes: dict[str, int] = {}
         self._last_seen: dict[int, float] = {}
+        self._lock = WriterLock(path)  # before anything is written: two writers double every byte
+        try:
+            self._open(path)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, path: str) -> None:
         with _errors(f"opening {path}"):
             if not os.path.exists(path):
                 os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o750, exist_ok=True)
                 # The file holds command lines and addresses: not for every user.
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o640))
             self.db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+            st = os.stat(path)
+            self._identity = (st.st_dev, st.st_ino)  # to notice the file deleted or replaced
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a commit survives a crash of ours
             self._check()
             self._migrate()
             self.db.execute("INSERT INTO boots (boot_id) VALUES (?) ON CONFLICT (boot_id) DO NOTHING", (self.boot,))
             self.boot_row: int = self.db.execute("SELECT id FROM boots WHERE boot_id = ?", (self.boot,)).fetchone()[0]
+
+    def gone(self) -> str | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return f"{self.path} was deleted"
+        except OSError:
+            return None  # cannot tell now (a permission, a blip): writing will say more
+        if (st.st_dev, st.st_ino) != self._identity:
+            return f"{self.path} was replaced by another file"
+        return None
 
     def _check(self) -> None:
         row = self.db.execute("PRAGMA quick_check").fetchone()
@@ -451,8 +474,9 @@ class SqliteWriter(HistoryWriter):
         self._last_seen.clear()
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(sqlite3.Error, AttributeError):  # AttributeError: never opened
             self.db.close()
+        self._lock.release()
 
 
 DAY = 86400
@@ -479,6 +503,35 @@ def roll_days(db: sqlite3.Connection, hours_to: float) -> None:
             (int(days_to), int(target)),
         )
         _set_meta(db, "days_to", target)
+
+
+class WriterLock:
+    """One writer per database: an exclusive flock on `<db>.lock`, which holds the writer's pid.
+    The kernel drops the lock when the process ends, however it ends."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path + ".lock"
+        with _errors(f"locking {path}"):
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o750, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(self.fd)
+            raise WriterLocked(
+                f"another sockscope daemon (pid {holder}) is writing {path}: only one may; "
+                "stop it first, or give this one another --db"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)  # drops the lock
+            self.fd = -1
 
 
 def open_writer(path: str, *, boot: str | None = None, log: Any = None) -> SqliteWriter:
