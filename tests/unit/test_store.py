@@ -23,6 +23,7 @@ from sockscope.store.base import (
     Retention,
     SchemaTooNew,
     Segment,
+    StoreCorrupt,
     StoreError,
     StoreUnavailable,
     plan_segments,
@@ -732,6 +733,21 @@ def test_newer_schema_is_refused(db_path: str) -> None:
         SqliteReader(db_path)
     assert glob.glob(db_path + ".corrupt-*") == []  # refused, not moved aside
     assert os.path.exists(db_path)
+
+
+def test_a_schema_version_that_is_not_a_number_is_a_damaged_file(db_path: str) -> None:
+    # Issue 11: a ValueError traceback in the daemon and in report.
+    SqliteWriter(db_path, boot=BOOT).close()
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute("UPDATE meta SET value = 'two' WHERE key = 'schema_version'")
+    db.close()
+    with pytest.raises(StoreCorrupt) as exc:
+        SqliteReader(db_path)
+    assert str(exc.value) == f"{db_path}: meta.schema_version is 'two', not a number: a damaged database"
+    messages: list[str] = []
+    open_writer(db_path, boot=BOOT, log=messages.append).close()
+    assert len(glob.glob(db_path + ".corrupt-*[0-9]")) == 1
+    assert "not a number" in messages[0] and "started a new database" in messages[0]
 
 
 def _v1_database(path: str) -> None:

@@ -161,17 +161,24 @@ def _errors(what: str) -> Iterator[None]:
         raise StoreUnavailable(f"{what}: {exc}") from exc
 
 
-def _schema_version(db: sqlite3.Connection) -> int:
+def _schema_version(db: sqlite3.Connection, path: str) -> int:
     has_meta = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
     if not has_meta:
         return 0
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
+    return int(_meta_number(row, f"{path}: meta.schema_version", int)) if row else 0
+
+
+def _meta_number(row: tuple[object, ...], key: str, kind: type[int] | type[float]) -> float:
+    try:
+        return kind(str(row[0]))
+    except ValueError:
+        raise StoreCorrupt(f"{key} is {str(row[0])[:40]!r}, not a number: a damaged database") from None
 
 
 def _meta_float(db: sqlite3.Connection, key: str, default: float) -> float:
     row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return float(row[0]) if row else default
+    return float(_meta_number(row, f"meta.{key}", float)) if row else default
 
 
 def _set_meta(db: sqlite3.Connection, key: str, value: object) -> None:
@@ -229,7 +236,7 @@ class SqliteWriter(HistoryWriter):
             raise StoreCorrupt(f"{self.path}: integrity check failed: {row[0] if row else 'no answer'}")
 
     def _migrate(self) -> None:
-        version = _schema_version(self.db)
+        version = _schema_version(self.db, self.path)
         if version > SCHEMA_VERSION:
             raise SchemaTooNew(f"{self.path} has schema {version}; this sockscope knows up to {SCHEMA_VERSION}")
         while version < SCHEMA_VERSION:
@@ -556,7 +563,7 @@ class SqliteReader(HistoryReader):
             raise StoreError(f"{path}: no such database (is the daemon running? see `sockscope daemon`)")
         try:
             self.db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=5.0)
-            version = _schema_version(self.db)
+            version = _schema_version(self.db, path)
         except sqlite3.OperationalError as exc:
             if "readonly" not in str(exc) and "unable to open" not in str(exc):
                 raise StoreError(f"opening {path}: {exc}") from exc
@@ -564,7 +571,7 @@ class SqliteReader(HistoryReader):
             # read it as an unchanging file.
             with _errors(f"opening {path}"):
                 self.db = sqlite3.connect(f"file:{quote(path)}?mode=ro&immutable=1", uri=True, timeout=5.0)
-                version = _schema_version(self.db)
+                version = _schema_version(self.db, path)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"opening {path}: {exc}") from exc
         if version > SCHEMA_VERSION:
