@@ -277,3 +277,12 @@ def test_report_without_root_reads_only(dbdir: Path, netns: Netns) -> None:
         [*NOBODY, "--regid=65533", SOCKSCOPE, "report", "--db", str(db)], capture_output=True, text=True, timeout=60
     )
     assert denied.returncode == 1 and "Traceback" not in denied.stderr
+    # Issue 11: it said "unable to open database file"; now which problem, and what to do.
+    assert denied.stderr.startswith(f"sockscope: {db}: permission denied: this user may not read the history")
+    assert "chgrp GROUP" in denied.stderr
+    dbdir.chmod(0o700)  # a directory on the way that this user cannot search
+    hidden = subprocess.run(
+        [*NOBODY, "--regid=65534", SOCKSCOPE, "report", "--db", str(db)], capture_output=True, text=True, timeout=60
+    )
+    assert hidden.returncode == 1
+    assert hidden.stderr.startswith(f"sockscope: {db}: permission denied"), hidden.stderr

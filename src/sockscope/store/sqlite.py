@@ -559,8 +559,19 @@ class SqliteReader(HistoryReader):
     """Read-only: works for any user who can read the file; never blocks the writer."""
 
     def __init__(self, path: str) -> None:
-        if not os.path.exists(path):
-            raise StoreError(f"{path}: no such database (is the daemon running? see `sockscope daemon`)")
+        try:
+            os.stat(path)
+            readable = os.access(path, os.R_OK)
+        except FileNotFoundError:
+            raise StoreError(f"{path}: no such database (is the daemon running? see `sockscope daemon`)") from None
+        except PermissionError:
+            readable = False  # a directory on the way is not searchable for this user
+        if not readable:
+            raise StoreError(
+                f"{path}: permission denied: this user may not read the history (it holds command lines and "
+                "addresses). Run as root, or give a group read access: `chgrp GROUP` on the database files "
+                "with mode 0640 and a searchable directory, then add the user to GROUP (README: History)."
+            )
         try:
             self.db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=5.0)
             version = _schema_version(self.db, path)
