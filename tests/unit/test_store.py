@@ -735,6 +735,36 @@ def test_newer_schema_is_refused(db_path: str) -> None:
     assert os.path.exists(db_path)
 
 
+def test_reading_a_copy_leaves_no_files_beside_it(db_path: str, tmp_path: Path) -> None:
+    # Issue 11: report on a copy of a database created -wal and -shm files beside it.
+    writer = SqliteWriter(db_path, boot=BOOT)
+    writer.write([_interval(H0 + 60, {"tcp": (3, 4)})])
+    writer.close()
+    copy = tmp_path / "copy" / "h.db"
+    copy.parent.mkdir()
+    copy.write_bytes(Path(db_path).read_bytes())
+    reader = SqliteReader(str(copy))
+    try:
+        assert _by_conn(reader.report(H0, H0 + 120, "connection")) == {"tcp": (3, 4)}
+    finally:
+        reader.close()
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["h.db"]
+
+
+def test_a_reader_beside_a_live_writer_sees_its_new_rows(db_path: str) -> None:
+    writer = SqliteWriter(db_path, boot=BOOT)
+    try:
+        writer.write([_interval(H0 + 60, {"tcp": (3, 4)})])
+        reader = SqliteReader(db_path)  # the writer holds its lock: not read as an unchanging file
+        try:
+            writer.write([_interval(H0 + 120, {"tcp": (5, 6)})])
+            assert _by_conn(reader.report(H0, H0 + 180, "connection")) == {"tcp": (8, 10)}
+        finally:
+            reader.close()
+    finally:
+        writer.close()
+
+
 def test_a_schema_version_that_is_not_a_number_is_a_damaged_file(db_path: str) -> None:
     # Issue 11: a ValueError traceback in the daemon and in report.
     SqliteWriter(db_path, boot=BOOT).close()

@@ -555,6 +555,34 @@ def open_writer(path: str, *, boot: str | None = None, log: Any = None) -> Sqlit
         return SqliteWriter(path, boot=boot)
 
 
+def writer_active(path: str) -> bool:
+    """Whether a daemon holds the database's writer lock (WriterLock) now."""
+    try:
+        fd = os.open(path + ".lock", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: read the way that is safe beside a writer
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # drops the probe's own shared lock at once
+    return False
+
+
+def _quiet_file(path: str) -> bool:
+    """No writer, and no write-ahead log holding rows not yet in the file (after a SIGKILL)."""
+    try:
+        wal = os.path.getsize(path + "-wal")
+    except OSError:
+        wal = 0
+    return wal == 0 and not writer_active(path)
+
+
 class SqliteReader(HistoryReader):
     """Read-only: works for any user who can read the file; never blocks the writer."""
 
@@ -573,7 +601,12 @@ class SqliteReader(HistoryReader):
                 "with mode 0640 and a searchable directory, then add the user to GROUP (README: History)."
             )
         try:
-            self.db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=5.0)
+            if _quiet_file(path):
+                # No writer and no WAL to read: open it as an unchanging file, which creates no
+                # -wal/-shm beside it (a copy, a backup, a directory the user may write to).
+                self.db = sqlite3.connect(f"file:{quote(path)}?mode=ro&immutable=1", uri=True, timeout=5.0)
+            else:
+                self.db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=5.0)
             version = _schema_version(self.db, path)
         except sqlite3.OperationalError as exc:
             if "readonly" not in str(exc) and "unable to open" not in str(exc):
