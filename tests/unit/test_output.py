@@ -64,3 +64,14 @@ def test_table_has_rates_and_escaped_names() -> None:
     assert "\x1b" not in text
     assert "1.0 KiB/s" in text
     assert "\\x1b]0;pwn\\x07" in text
+
+
+def test_untrusted_bytes_decode_unambiguously() -> None:
+    # Issue 11: the byte 0xFF and the four characters \xff printed the same in JSON.
+    from sockscope.output.safe import decode_untrusted
+
+    byte, chars = decode_untrusted(b"a\xffb"), decode_untrusted(b"a\\xffb")
+    assert (byte, chars) == ("a\\xffb", "a\\\\xffb")
+    assert json.dumps(byte) != json.dumps(chars)
+    assert decode_untrusted("caf\u00e9 \u2603".encode()) == "caf\u00e9 \u2603"  # valid UTF-8 untouched
+    assert decode_untrusted(b"C:\\dir") == "C:\\\\dir"

@@ -21,6 +21,7 @@ from pathlib import Path
 from sockscope.bpf import abi, libbpf
 from sockscope.bpf.kretprobes import Kretprobes
 from sockscope.collector.model import ConnEvent, Counters, ProcFacts, RawFlow, SockFacts
+from sockscope.output.safe import decode_untrusted
 
 # Where sock_sendmsg/sock_recvmsg dispatch to a family: one call per send or receive, the
 # same return value the length tracepoints see. inet_sendpage exists only before 6.5 (sendfile()
@@ -196,7 +197,7 @@ def _sum_percpu(raw: bytes, nfields: int, ncpu: int) -> list[int]:
 
 
 def _cstr(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+    return decode_untrusted(raw.split(b"\0", 1)[0])
 
 
 class Collector:
@@ -550,7 +551,7 @@ class Collector:
         if not self.obj.map("ss_procs").lookup_into(ctypes.c_uint32(tgid), pi):
             return None
         raw_args = bytes(pi.args)[: pi.args_len]
-        args = tuple(a.decode("utf-8", "backslashreplace") for a in raw_args.split(b"\0") if a)
+        args = tuple(decode_untrusted(a) for a in raw_args.split(b"\0") if a)
         return ProcFacts(
             tgid=tgid,
             start_ns=pi.start_ns,

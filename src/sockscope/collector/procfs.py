@@ -12,6 +12,8 @@ import os
 import pwd
 from dataclasses import dataclass
 
+from sockscope.output.safe import decode_untrusted
+
 PROC = "/proc"
 _NS_PER_SEC = 1_000_000_000
 # /proc/PID/stat fields after the comm, counted from field 3 (state).
@@ -49,7 +51,7 @@ class ProcRecord:
 
 
 def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="backslashreplace")
+    return decode_untrusted(raw)
 
 
 def parse_stat(text: str) -> StatFields:

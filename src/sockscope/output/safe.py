@@ -5,6 +5,13 @@ from __future__ import annotations
 import unicodedata
 
 
+def decode_untrusted(raw: bytes) -> str:
+    """Bytes from the system (names, command lines, paths) as text, unambiguously: invalid UTF-8
+    as \\xNN and a backslash doubled, so the byte 0xFF and the four characters "\\xff" never
+    look alike in any output (JSON, CSV, the screen)."""
+    return raw.replace(b"\\", b"\\\\").decode("utf-8", errors="backslashreplace")
+
+
 def printable(text: str | None, *, limit: int | None = None) -> str:
     """Escape control and format characters (ESC, CR, bidi overrides, ...) as \\xNN / \\uNNNN,
     so a name cannot move the cursor or recolour the screen; optionally cut to limit."""
