@@ -234,6 +234,9 @@ def run_top_screen(args: argparse.Namespace, factory: SourceFactory = _bpf_sourc
     finally:
         if history is not None:
             history.close()
+    if app.start_error:  # whole, once the screen is gone: on screen it may not fit
+        print(f"sockscope: {app.start_error}", file=sys.stderr)
+        return 1
     return app.return_code or 0
 
 

@@ -299,6 +299,34 @@ def test_failing_source_shows_a_message_not_a_traceback(on: str, message: str) -
     assert app.return_code in (None, 0)
 
 
+class _Unprivileged(_Failing):
+    WHY = (
+        "Loading the kernel programs needs privileges this process lacks: CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN. "
+        "Run sockscope as root (for example `sudo sockscope top`), or grant the capabilities."
+    )
+
+    def start(self) -> None:
+        raise PermissionError(self.WHY)
+
+
+def test_a_source_that_cannot_start_shows_its_whole_reason_and_quits_with_1() -> None:
+    # Issue 11: the one-paragraph message was cut at the terminal's width and q exited 0.
+    app = create_app(lambda: _Unprivileged("start"), TopOptions(interval=0.05, clock=fixed_clock))
+
+    async def body(pilot: Any) -> None:
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if app.start_error:
+                break
+        await pilot.pause(0.1)
+        shown = " ".join(screen_text(app).split())  # wrapped over several lines
+        assert f"cannot start: {_Unprivileged.WHY} (q quits)" in shown
+        await pilot.press("q")
+
+    run(app, body)
+    assert app.return_code == 1 and app.start_error == _Unprivileged.WHY
+
+
 def test_reader_thread_feeds_the_screen_and_stops_with_the_app() -> None:
     source = FakeSource(recording(50), interval=0.05)
     app = create_app(lambda: source, TopOptions(interval=0.05, clock=fixed_clock))

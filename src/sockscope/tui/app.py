@@ -136,7 +136,7 @@ class TopApp(App[int]):
     #graph { width: 1fr; min-width: 24; padding: 0 1; }
     #graph Sparkline { height: 4; }
     #tx-label, #rx-label { height: 1; }
-    #status { height: 1; padding: 0 1; color: $warning; }
+    #status { height: auto; max-height: 8; padding: 0 1; color: $warning; }
     #toosmall { display: none; width: 100%; height: 100%; content-align: center middle; }
     TopApp.toosmall #main { display: none; }
     TopApp.toosmall #toosmall { display: block; }
@@ -176,6 +176,7 @@ class TopApp(App[int]):
         self.range: tuple[float, float] | None = None  # a past range on screen, else live
         self.selected: ProcKey | None = None
         self.message = ""
+        self.start_error: str | None = None  # the source could not start: exit 1 and say it again
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -246,7 +247,7 @@ class TopApp(App[int]):
         try:
             self.start_source()
         except Exception as exc:  # shown on screen: a missing privilege, no BPF, no database
-            self._post(self.set_message, f"cannot start: {exc}")
+            self._post(self._start_failed, str(exc))
             return
         self._post(self.set_message, "")
         for last in ticks(self.options.interval, self._stop):
@@ -270,6 +271,14 @@ class TopApp(App[int]):
         self._cpu0 = now
         if not self.paused and self.range is None:
             self.refresh_view()
+
+    def _start_failed(self, text: str) -> None:
+        self.start_error = text
+        self.set_message(f"cannot start: {text}  (q quits)")
+
+    async def action_quit(self) -> None:
+        # Not counting at all is a failure: the command's status says so (cli prints the reason).
+        self.exit(return_code=1 if self.start_error else 0)
 
     def set_message(self, text: str) -> None:
         self.message = text
