@@ -25,6 +25,8 @@ from sockscope.ticks import ticks
 
 MAINTAIN_EVERY = 60.0  # seconds between roll-ups and purges
 MAX_PENDING = 86_400  # intervals kept in memory while the database cannot be written (a day at 1 s)
+WRITE_CHUNK = 60  # intervals per transaction when a backlog is written
+BACKOFF_MIN, BACKOFF_MAX = 1.0, 60.0  # seconds between tries while the database refuses
 
 Log = Callable[[str], None]
 
@@ -75,12 +77,20 @@ class Daemon:
         self.lost_intervals = 0
         self.lost_bytes = 0
         self._failing: str | None = None
+        self._backoff = BACKOFF_MIN
+        self._retry_at = 0.0
         self._last_maintain = 0.0
         r = config.retention
         self.retention = Retention(raw=r.raw, minute=r.minute, hour=r.hour)
 
-    def _flush(self) -> bool:
-        """Write what is pending; False (and a message, once) when the database refuses."""
+    def _flush(self, force: bool = False) -> bool:
+        """Write what is pending, oldest first, in chunks; False (and a message, once) when the
+        database refuses. After a refusal the next try waits, doubling up to BACKOFF_MAX: a full
+        disk retried every interval would burn a core and refill whatever space was freed."""
+        now = self.clock()
+        if self._failing is not None and now < self._retry_at and not force:
+            self._bound()
+            return False
         gone = self.writer.gone() if self.writer is not None else None
         if gone is not None and self.writer is not None:
             # What it held went with it; what is pending goes to a new file, so say so loudly.
@@ -90,24 +100,33 @@ class Daemon:
         try:
             if self.writer is None:
                 self.writer = self._open_writer()
-            if self.pending:
-                self.writer.write(self.pending)
-                self.pending = []
+            while self.pending:
+                chunk = self.pending[:WRITE_CHUNK]  # one transaction each: bounded work and space
+                self.writer.write(chunk)
+                del self.pending[: len(chunk)]
         except StoreUnavailable as exc:
             if self._failing is None:
                 self.log(f"cannot write the database ({exc}); counting goes on in memory until it can")
+                self._backoff = BACKOFF_MIN
+            else:
+                self._backoff = min(self._backoff * 2, BACKOFF_MAX)
             self._failing = str(exc)
-            if len(self.pending) > MAX_PENDING:
-                drop = len(self.pending) - MAX_PENDING
-                self.lost_bytes += sum(iv.tx_bytes + iv.rx_bytes for iv in self.pending[:drop])
-                self.pending = self.pending[drop:]
-                self.lost_intervals += drop
-                self.log(f"{drop} oldest intervals dropped from memory ({self.lost_intervals} in all)")
+            self._retry_at = now + self._backoff
+            self._bound()
             return False
         if self._failing is not None:
             self.log("database writable again: everything kept in memory is written")
             self._failing = None
         return True
+
+    def _bound(self) -> None:
+        """Keep at most MAX_PENDING intervals in memory; what goes is counted and said."""
+        if len(self.pending) > MAX_PENDING:
+            drop = len(self.pending) - MAX_PENDING
+            self.lost_bytes += sum(iv.tx_bytes + iv.rx_bytes for iv in self.pending[:drop])
+            del self.pending[:drop]
+            self.lost_intervals += drop
+            self.log(f"{drop} oldest intervals dropped from memory ({self.lost_intervals} in all)")
 
     def _maintain(self, force: bool = False) -> None:
         now = self.clock()
@@ -143,7 +162,7 @@ class Daemon:
     def _shutdown(self) -> None:
         # Give a refusing database a few more tries: what is still pending now is lost at exit.
         for _ in range(5):
-            if self._flush():
+            if self._flush(force=True):
                 break
             time.sleep(1.0)
         if self.pending:

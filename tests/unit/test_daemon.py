@@ -62,11 +62,13 @@ def test_refused_writes_are_kept_said_once_and_written_later() -> None:
     intervals = [iv(float(t), proc(1, "curl", conn(443, "198.18.0.9", t))) for t in range(1, 6)]
     source, writer = FakeSource(intervals), FakeWriter()
     log: list[str] = []
-    d = Daemon(cfg(), source, lambda: writer, log=log.append, clock=lambda: 1000.0)
+    now = [1000.0]
+    d = Daemon(cfg(), source, lambda: writer, log=log.append, clock=lambda: now[0])
     source.start()
     writer.refuse = True
     for _ in range(3):
         d.step()
+        now[0] += 10  # past any back-off
     assert writer.written == [] and len(d.pending) == 3
     assert sum("cannot write the database" in m for m in log) == 1
     writer.refuse = False
@@ -144,3 +146,35 @@ def test_a_database_deleted_while_running_is_noticed_and_a_new_one_opened() -> N
     assert [[i.ts for i in w.written] for w in writers] == [[1.0], [2.0, 3.0]]
     assert writers[0].closed and not writers[1].closed
     assert log == ["x.db was deleted while the daemon ran: the history written to it is gone; opening the path anew"]
+
+
+class CountingWriter(FakeWriter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tries = 0
+        self.chunks: list[int] = []
+
+    def write(self, intervals: Sequence[Interval]) -> None:
+        self.tries += 1
+        super().write(intervals)
+        self.chunks.append(len(intervals))
+
+
+def test_a_refusing_database_is_retried_with_back_off_then_written_in_chunks_oldest_first() -> None:
+    # Issue 11: a full disk was retried as one transaction every interval, burning a core.
+    intervals = [iv(float(t), proc(1, "curl", conn(443, "198.18.0.9", 1))) for t in range(200)]
+    source, writer = FakeSource(intervals), CountingWriter()
+    now = [0.0]
+    d = Daemon(cfg(), source, lambda: writer, log=lambda m: None, clock=lambda: now[0])
+    source.start()
+    writer.refuse = True
+    for _ in range(130):  # 130 one-second intervals of a full disk
+        d.step()
+        now[0] += 1.0
+    # Tries at 0, 1, 3, 7, 15, 31, 63 and 123 s (the wait doubles, up to 60 s), not 130.
+    assert writer.tries == 8 and len(d.pending) == 130
+    writer.refuse = False
+    now[0] = 1000.0
+    d.step()
+    assert writer.chunks == [60, 60, 11]  # bounded transactions
+    assert [i.ts for i in writer.written] == [float(t) for t in range(131)]  # oldest first, nothing lost
