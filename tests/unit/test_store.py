@@ -735,6 +735,31 @@ def test_newer_schema_is_refused(db_path: str) -> None:
     assert os.path.exists(db_path)
 
 
+@pytest.mark.parametrize("use_days", [True, False])
+def test_by_exe_one_binary_is_one_row_whether_alive_or_exited(db_path: str, use_days: bool) -> None:
+    # Issue 11: the kernel's basename (the process had exited) and the full path were two rows.
+    alive = Proc(301, "curl", "/usr/bin/curl", "curl a", 0, "root", "-")
+    gone = Proc(302, "curl", "curl", "curl b", 0, "root", "-")
+    other = Proc(303, "tool", "tool", "tool", 0, "root", "-")
+    tools = [Proc(304 + i, "tool", f"/opt/{d}/tool", "tool", 0, "root", "-") for i, d in enumerate("ab")]
+    conns = {f"c{p.pid}": Conn(p, "tcp", "10.0.0.1", 5000 + p.pid, "10.0.0.2", 443, p.pid, "local")
+             for p in (alive, gone, other, *tools)}  # fmt: skip
+    writer = SqliteWriter(db_path, boot=BOOT)
+    flows = {"c301": (10, 1), "c302": (20, 2), "c303": (5, 0), "c304": (1, 0), "c305": (1, 0)}
+    writer.write([interval_of(conns, H0 + 60, flows)])
+    writer.close()
+    reader = SqliteReader(db_path)
+    try:
+        rows = reader.report(H0, H0 + 120, "exe", use_days=use_days)
+        top = reader.report(H0, H0 + 120, "exe", 1, use_days=use_days)
+    finally:
+        reader.close()
+    got = {r.key["exe"]: (r.tx_bytes, r.rx_bytes) for r in rows}
+    # "tool" stays apart: two known paths end in it, and guessing would be wrong half the time.
+    assert got == {"/usr/bin/curl": (30, 3), "tool": (5, 0), "/opt/a/tool": (1, 0), "/opt/b/tool": (1, 0)}
+    assert [(r.key["exe"], r.tx_bytes) for r in top] == [("/usr/bin/curl", 30)]
+
+
 def test_reading_a_copy_leaves_no_files_beside_it(db_path: str, tmp_path: Path) -> None:
     # Issue 11: report on a copy of a database created -wal and -shm files beside it.
     writer = SqliteWriter(db_path, boot=BOOT)

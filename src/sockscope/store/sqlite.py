@@ -709,13 +709,34 @@ def _group_processes(db: sqlite3.Connection, per_proc: str, by: str, top: int | 
         " JOIN processes p ON p.id = t.process_id LEFT JOIN exes e ON e.id = p.exe_id"
         f" GROUP BY {group} ORDER BY sum(t.tx) + sum(t.rx) DESC"
     )
-    if top is not None:
+    if top is not None and by != "exe":  # by exe: merged below, then cut
         sql += f" LIMIT {int(top)}"
     keys = _GROUP_KEYS[by]
-    return [
+    rows = [
         ReportRow(key=dict(zip(keys, row[: len(keys)], strict=True)), tx_bytes=int(row[-2]), rx_bytes=int(row[-1]))
         for row in db.execute(sql)
     ]
+    return _merge_basenames(db, rows, top) if by == "exe" else rows
+
+
+def _merge_basenames(db: sqlite3.Connection, rows: list[ReportRow], top: int | None) -> list[ReportRow]:
+    """By exe: a process that had exited when it was seen carries only the kernel's basename of its
+    executable ("curl"), a live one the full path ("/usr/bin/curl"). One binary is one row: a
+    basename goes to the full path that ends in it, when exactly one known path does."""
+    paths: dict[str, set[str]] = {}
+    for (path,) in db.execute("SELECT path FROM exes WHERE instr(path, '/') > 0"):
+        paths.setdefault(path.rsplit("/", 1)[1], set()).add(path)
+    merged: dict[object, list[int]] = {}
+    for r in rows:
+        exe = r.key["exe"]
+        if isinstance(exe, str) and "/" not in exe and len(paths.get(exe, ())) == 1:
+            exe = next(iter(paths[exe]))
+        tx_rx = merged.setdefault(exe, [0, 0])
+        tx_rx[0] += r.tx_bytes
+        tx_rx[1] += r.rx_bytes
+    out = [ReportRow(key={"exe": exe}, tx_bytes=tx, rx_bytes=rx) for exe, (tx, rx) in merged.items()]
+    out.sort(key=lambda r: r.tx_bytes + r.rx_bytes, reverse=True)
+    return out if top is None else out[:top]
 
 
 _GROUP_SQL: dict[str, tuple[str, str]] = {
@@ -743,7 +764,7 @@ def _group(db: sqlite3.Connection, per_conn: str, by: str, top: int | None) -> l
         " LEFT JOIN exes e ON e.id = p.exe_id"
         f" GROUP BY {group} ORDER BY sum(t.tx) + sum(t.rx) DESC"
     )
-    if top is not None:
+    if top is not None and by != "exe":
         sql += f" LIMIT {int(top)}"
     out = []
     keys = _GROUP_KEYS[by]
@@ -753,7 +774,7 @@ def _group(db: sqlite3.Connection, per_conn: str, by: str, top: int | None) -> l
             start, end = key["start"], key["end"]
             key["duration"] = None if start is None or end is None else max(0.0, float(end) - float(start))
         out.append(ReportRow(key=key, tx_bytes=int(row[-2]), rx_bytes=int(row[-1])))
-    return out
+    return _merge_basenames(db, out, top) if by == "exe" else out
 
 
 __all__ = ["SCHEMA_VERSION", "SqliteReader", "SqliteWriter", "StoreError", "open_writer"]
