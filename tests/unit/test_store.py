@@ -760,6 +760,29 @@ def test_by_exe_one_binary_is_one_row_whether_alive_or_exited(db_path: str, use_
     assert [(r.key["exe"], r.tx_bytes) for r in top] == [("/usr/bin/curl", 30)]
 
 
+def test_the_writers_id_caches_stay_bounded_and_a_miss_finds_the_same_rows(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 11: the writer's id maps grew by every process and connection ever seen.
+    monkeypatch.setattr("sockscope.store.sqlite.WRITER_CACHE", 8)
+    procs = [Proc(1000 + i, f"p{i}", f"/bin/p{i}", "x", 0, "root", "-") for i in range(40)]
+    conns = {f"c{i}": Conn(p, "udp", "10.0.0.1", 5000 + i, "10.0.0.2", 53, 7000 + i, None) for i, p in enumerate(procs)}
+    writer = SqliteWriter(db_path, boot=BOOT)
+    try:
+        for k in range(3):  # every connection again, long after the caches forgot it
+            writer.write([interval_of(conns, H0 + 60 * (k + 1), {name: (1, 2) for name in conns})])
+            assert max(len(writer._procs), len(writer._conns), len(writer._last_seen)) <= 8
+        assert _count(writer.db, "connections") == 40 and _count(writer.db, "processes") == 40
+    finally:
+        writer.close()
+    reader = SqliteReader(db_path)
+    try:
+        rows = reader.report(H0, H0 + 240, "connection")
+    finally:
+        reader.close()
+    assert len(rows) == 40 and {(r.tx_bytes, r.rx_bytes) for r in rows} == {(3, 6)}
+
+
 def test_reading_a_copy_leaves_no_files_beside_it(db_path: str, tmp_path: Path) -> None:
     # Issue 11: report on a copy of a database created -wal and -shm files beside it.
     writer = SqliteWriter(db_path, boot=BOOT)

@@ -11,6 +11,10 @@ from sockscope.collector.identity import ProcessIdentity, ProcessResolver
 from sockscope.collector.lifecycle import LifecycleTracker
 from sockscope.collector.model import Interval, SockFacts
 from sockscope.collector.source import Source
+from sockscope.lru import LruDict
+
+# Last facts of sockets the kernel's LRU map may have evicted: the newest this many.
+SOCK_FALLBACK = 16384
 
 
 class BpfSource(Source):
@@ -23,7 +27,7 @@ class BpfSource(Source):
         self.lifecycle = LifecycleTracker(udp_idle=self.collector.options.udp_idle)
         self.resolver = resolver or ProcessResolver(cgroups=CgroupPaths(cgroup2_root()))
         # Last facts seen per socket: a socket evicted from the kernel's LRU map keeps its endpoints.
-        self._socks: dict[int, SockFacts] = {}
+        self._socks: LruDict[int, SockFacts] = LruDict(SOCK_FALLBACK)
 
     @property
     def hooks(self) -> list[HookStatus]:
@@ -52,8 +56,6 @@ class BpfSource(Source):
         # pid 0: bytes moved in no process's context (kernel threads' own sockets show as those threads).
         orphans = [f for f in flows if f.tgid == 0]
         processes = build_processes([f for f in flows if f.tgid != 0], self._sock, self._identity)
-        if len(self._socks) > 200_000:  # bound the fallback cache; the kernel map is the real store
-            self._socks.clear()
         iv = Interval(
             ts=ts,
             interval=elapsed,

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from sockscope.collector.model import Interval
+from sockscope.lru import LruDict
 from sockscope.report_format import GROUP_FIELDS, ReportRow
 from sockscope.store.base import (
     GROUPINGS,
@@ -186,16 +187,21 @@ def _set_meta(db: sqlite3.Connection, key: str, value: object) -> None:
                (key, str(value)))  # fmt: skip
 
 
+WRITER_CACHE = 16384  # ids per kind kept in memory: more than the active connections of a busy host
+
+
 class SqliteWriter(HistoryWriter):
     """The daemon's connection. Creates the file (mode 0640) and migrates the schema."""
 
     def __init__(self, path: str, *, boot: str | None = None) -> None:
         self.path = path
         self.boot = boot or boot_id()
-        self._procs: dict[tuple[int, int, str], int] = {}
-        self._conns: dict[tuple[int, int, str | None, int | None], int] = {}
-        self._exes: dict[str, int] = {}
-        self._last_seen: dict[int, float] = {}
+        # Row ids of what was written lately; a miss looks the row up again (indexed), so these
+        # stay bounded whatever the churn (they grew by every process and connection ever seen).
+        self._procs: LruDict[tuple[int, int, str], int] = LruDict(WRITER_CACHE)
+        self._conns: LruDict[tuple[int, int, str | None, int | None], int] = LruDict(WRITER_CACHE)
+        self._exes: LruDict[str, int] = LruDict(WRITER_CACHE // 4)
+        self._last_seen: LruDict[int, float] = LruDict(WRITER_CACHE)
         self._lock = WriterLock(path)  # before anything is written: two writers double every byte
         try:
             self._open(path)

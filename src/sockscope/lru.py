@@ -1,0 +1,39 @@
+"""A dict that keeps its most recently used entries, up to a limit: caches bounded by
+configuration, never by uptime (a monitor runs for months under process churn)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TypeVar, overload
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class LruDict(OrderedDict[K, V]):
+    """get() and assignment make an entry the newest; past `limit` the oldest goes. Only for
+    caches whose misses are answered again from the source of truth."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        if limit < 1:
+            raise ValueError(f"an LRU cache needs room for one entry, got {limit}")
+        self.limit = limit
+        self.evicted = 0
+
+    @overload  # type: ignore[override]
+    def get(self, key: K) -> V | None: ...
+    @overload
+    def get(self, key: K, default: V) -> V: ...
+    def get(self, key: K, default: V | None = None) -> V | None:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+            self.evicted += 1
