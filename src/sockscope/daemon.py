@@ -123,10 +123,14 @@ class Daemon:
         """Keep at most MAX_PENDING intervals in memory; what goes is counted and said."""
         if len(self.pending) > MAX_PENDING:
             drop = len(self.pending) - MAX_PENDING
-            self.lost_bytes += sum(iv.tx_bytes + iv.rx_bytes for iv in self.pending[:drop])
-            del self.pending[:drop]
-            self.lost_intervals += drop
+            self._lose(drop)
             self.log(f"{drop} oldest intervals dropped from memory ({self.lost_intervals} in all)")
+
+    def _lose(self, n: int) -> None:
+        """Give up the n oldest pending intervals, counting them and their bytes."""
+        self.lost_bytes += sum(iv.tx_bytes + iv.rx_bytes for iv in self.pending[:n])
+        self.lost_intervals += n
+        del self.pending[:n]
 
     def _maintain(self, force: bool = False) -> None:
         now = self.clock()
@@ -165,10 +169,7 @@ class Daemon:
             if self._flush(force=True):
                 break
             time.sleep(1.0)
-        if self.pending:
-            self.lost_intervals += len(self.pending)
-            self.lost_bytes += sum(iv.tx_bytes + iv.rx_bytes for iv in self.pending)
-            self.pending = []
+        self._lose(len(self.pending))
         if self.lost_intervals:
             self.log(
                 f"data lost: {self.lost_intervals} intervals ({self.lost_bytes:,} bytes of traffic) were not "
