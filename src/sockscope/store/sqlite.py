@@ -536,8 +536,13 @@ class WriterLock:
                 f"another sockscope daemon (pid {holder}) is writing {path}: only one may; "
                 "stop it first, or give this one another --db"
             ) from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            with _errors(f"locking {path}"):  # a full disk refuses even these few bytes
+                os.ftruncate(self.fd, 0)
+                os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        except StoreError:
+            self.release()
+            raise
 
     def release(self) -> None:
         if self.fd >= 0:
