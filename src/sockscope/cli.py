@@ -47,8 +47,9 @@ def _path(text: str) -> str:
 
 def _max_flows(text: str) -> int:
     value = _positive_int(text)
-    if not 16 <= value <= config_mod.MAX_FLOWS:
-        raise argparse.ArgumentTypeError(f"must be >= 16 and <= {config_mod.MAX_FLOWS} (a map size), got {text}")
+    low, high = config_mod.MIN_FLOWS, config_mod.MAX_FLOWS  # the configuration's own bounds
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be >= {low} and <= {high} (a map size), got {text}")
     return value
 
 

@@ -185,6 +185,7 @@ _SECTIONS: dict[str, _Section] = {
     ),
 }
 
+MIN_FLOWS = 16
 MAX_FLOWS = 2**32 - 1  # a BPF map's max_entries is a u32
 
 
@@ -349,8 +350,8 @@ def _hooks(value: object) -> str:
 def _max_flows(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise _Problem(f"expected a whole number, got {_show(value)}")
-    if not 16 <= value <= MAX_FLOWS:
-        raise _Problem(f"must be >= 16 and <= {MAX_FLOWS}, got {value}")
+    if not MIN_FLOWS <= value <= MAX_FLOWS:
+        raise _Problem(f"must be >= {MIN_FLOWS} and <= {MAX_FLOWS}, got {value}")
     return value
 
 

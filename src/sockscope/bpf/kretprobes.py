@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import re
 from dataclasses import dataclass
+
+from sockscope.bpf import libbpf
 
 MAXACTIVE = 4096  # KRETPROBE_MAXACTIVE_MAX
 GROUP = "sockscope"
@@ -115,7 +116,7 @@ class Kretprobes:
         attr = _PerfEventAttr(type=_PERF_TYPE_TRACEPOINT, size=ctypes.sizeof(_PerfEventAttr), config=config)
         attr.sample_period = 1
         attr.wakeup_events = 1
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = libbpf.lib().libc  # the C library libbpf's binding already loaded, errno kept
         nr = _NR_PERF_EVENT_OPEN.get(os.uname().machine)
         if nr is None:
             raise OSError(f"perf_event_open: unknown system call number on {os.uname().machine}")
