@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import io
 import json
 import os
@@ -303,6 +304,8 @@ def run_daemon(args: argparse.Namespace, factory: SourceFactory = _bpf_source) -
     )
     stop = _Stop()
     stop.install()
+    # A fault in C code (SQLite, libbpf) would end a service with no word in its journal.
+    faulthandler.enable()
     daemon = Daemon(cfg, factory(options), lambda: open_writer(cfg.daemon.database, log=stderr_log))
     return daemon.run(stop.event, args.duration)
 

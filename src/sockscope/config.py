@@ -44,10 +44,12 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    """`interval`: seconds between reads/writes; `database`: where the history is stored."""
+    """`interval`: seconds between reads/writes; `database`: where the history is stored;
+    `backlog`: traffic rows kept in memory while the database cannot be written (see daemon.Backlog)."""
 
     interval: float
     database: str
+    backlog: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class _Section:
 
 
 HOOK_CHOICES = ("auto", *COUNT_GROUP_NAMES)
+MIN_BACKLOG, MAX_BACKLOG = 100, 100_000_000
 _HOOKS_LIST = ", ".join(COUNT_GROUP_NAMES)
 _HOOKS_EXPECTED = " or ".join(f'"{g}"' for g in HOOK_CHOICES)
 
@@ -156,6 +159,7 @@ _SECTIONS: dict[str, _Section] = {
         {
             "interval": _Key(1.0, "seconds between reads/writes, > 0 and <= 3600"),
             "database": _Key("/var/lib/sockscope/sockscope.db", "where the history is stored"),
+            "backlog": _Key(100_000, "rows held in memory while the database refuses writes (~0.4 KiB each)"),
         },
     ),
     "retention": _Section(
@@ -347,12 +351,18 @@ def _hooks(value: object) -> str:
     return str(value)
 
 
-def _max_flows(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _Problem(f"expected a whole number, got {_show(value)}")
-    if not MIN_FLOWS <= value <= MAX_FLOWS:
-        raise _Problem(f"must be >= {MIN_FLOWS} and <= {MAX_FLOWS}, got {value}")
-    return value
+def _whole(lo: int, hi: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _Problem(f"expected a whole number, got {_show(value)}")
+        if not lo <= value <= hi:
+            raise _Problem(f"must be >= {lo} and <= {hi}, got {value}")
+        return value
+
+    return parse
+
+
+_max_flows = _whole(MIN_FLOWS, MAX_FLOWS)
 
 
 # --- where values come from
@@ -425,7 +435,11 @@ def _check_shape(data: Mapping[str, object], error: Callable[[str, str], ConfigE
 
 
 def _build(v: _Values) -> Config:
-    daemon = DaemonConfig(interval=v.get("daemon.interval", _interval), database=v.get("daemon.database", _database))
+    daemon = DaemonConfig(
+        interval=v.get("daemon.interval", _interval),
+        database=v.get("daemon.database", _database),
+        backlog=v.get("daemon.backlog", _whole(MIN_BACKLOG, MAX_BACKLOG)),
+    )
     kept = {name: v.get(f"retention.{name}", _duration) for name in ("raw", "minute", "hour")}
     for finer, coarser in (("raw", "minute"), ("minute", "hour")):
         if kept[coarser] < kept[finer]:

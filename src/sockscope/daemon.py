@@ -20,11 +20,11 @@ from dataclasses import replace
 from sockscope.collector.model import Interval
 from sockscope.collector.source import Source
 from sockscope.config import Config
+from sockscope.store.backlog import Backlog
 from sockscope.store.base import HistoryWriter, Retention, StoreError, StoreUnavailable
 from sockscope.ticks import ticks
 
 MAINTAIN_EVERY = 60.0  # seconds between roll-ups and purges
-MAX_PENDING = 86_400  # intervals kept in memory while the database cannot be written (a day at 1 s)
 WRITE_CHUNK = 60  # intervals per transaction when a backlog is written
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 60.0  # seconds between tries while the database refuses
 
@@ -73,9 +73,8 @@ class Daemon:
         self.log = log
         self.clock = clock
         self.writer: HistoryWriter | None = None
-        self.pending: list[Interval] = []
-        self.lost_intervals = 0
-        self.lost_bytes = 0
+        # What the database has not taken yet, within daemon.backlog rows (merged, then dropped, past it).
+        self.backlog = Backlog(config.daemon.backlog)
         self._failing: str | None = None
         self._backoff = BACKOFF_MIN
         self._retry_at = 0.0
@@ -89,7 +88,6 @@ class Daemon:
         disk retried every interval would burn a core and refill whatever space was freed."""
         now = self.clock()
         if self._failing is not None and now < self._retry_at and not force:
-            self._bound()
             return False
         gone = self.writer.gone() if self.writer is not None else None
         if gone is not None and self.writer is not None:
@@ -100,10 +98,10 @@ class Daemon:
         try:
             if self.writer is None:
                 self.writer = self._open_writer()
-            while self.pending:
-                chunk = self.pending[:WRITE_CHUNK]  # one transaction each: bounded work and space
+            while self.backlog:
+                chunk = self.backlog.head(WRITE_CHUNK)  # one transaction each: bounded work and space
                 self.writer.write(chunk)
-                del self.pending[: len(chunk)]
+                self.backlog.written(len(chunk))
         except StoreUnavailable as exc:
             if self._failing is None:
                 self.log(f"cannot write the database ({exc}); counting goes on in memory until it can")
@@ -112,25 +110,19 @@ class Daemon:
                 self._backoff = min(self._backoff * 2, BACKOFF_MAX)
             self._failing = str(exc)
             self._retry_at = now + self._backoff
-            self._bound()
             return False
         if self._failing is not None:
             self.log("database writable again: everything kept in memory is written")
             self._failing = None
         return True
 
-    def _bound(self) -> None:
-        """Keep at most MAX_PENDING intervals in memory; what goes is counted and said."""
-        if len(self.pending) > MAX_PENDING:
-            drop = len(self.pending) - MAX_PENDING
-            self._lose(drop)
-            self.log(f"{drop} oldest intervals dropped from memory ({self.lost_intervals} in all)")
+    @property
+    def lost_intervals(self) -> int:
+        return self.backlog.lost_intervals
 
-    def _lose(self, n: int) -> None:
-        """Give up the n oldest pending intervals, counting them and their bytes."""
-        self.lost_bytes += sum(iv.tx_bytes + iv.rx_bytes for iv in self.pending[:n])
-        self.lost_intervals += n
-        del self.pending[:n]
+    @property
+    def lost_bytes(self) -> int:
+        return self.backlog.lost_bytes
 
     def _maintain(self, force: bool = False) -> None:
         now = self.clock()
@@ -143,7 +135,9 @@ class Daemon:
             self.log(f"roll-up and retention postponed: {exc}")
 
     def step(self) -> None:
-        self.pending.append(apply_ignores(self.source.read(), self.config))
+        said = self.backlog.append(apply_ignores(self.source.read(), self.config))
+        if said is not None:
+            self.log(said)
         if self._flush():
             self._maintain()
 
@@ -169,7 +163,7 @@ class Daemon:
             if self._flush(force=True):
                 break
             time.sleep(1.0)
-        self._lose(len(self.pending))
+        self.backlog.lose(len(self.backlog))
         if self.lost_intervals:
             self.log(
                 f"data lost: {self.lost_intervals} intervals ({self.lost_bytes:,} bytes of traffic) were not "

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -199,3 +201,14 @@ def drain(src: BpfSource, tally: Tally, settle: float = 0.2) -> None:
     time.sleep(settle)
     for _ in range(2):
         tally.add(src.read())
+
+
+@pytest.fixture
+def dbdir() -> Iterator[Path]:
+    # Not under pytest's tmp_path: its parents are 0700, and a reader without root must get in.
+    path = Path(tempfile.mkdtemp(prefix="sockscope-db-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

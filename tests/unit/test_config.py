@@ -112,7 +112,7 @@ def test_dump_defaults_loads_as_the_defaults(tmp_path: Path) -> None:
     text = dump_defaults()
     assert load_text(tmp_path, text) == Config.default()
     assert {s: set(t) for s, t in tomllib.loads(text).items()} == {
-        "daemon": {"interval", "database"},
+        "daemon": {"interval", "database", "backlog"},
         "retention": {"raw", "minute", "hour"},
         "ignore": {"processes", "ports", "addresses"},
         "udp": {"idle_timeout"},
@@ -212,7 +212,7 @@ REFUSALS = [
         "[daemon]\nintervall = 2\n",
         2,
         "daemon.intervall",
-        "unknown key, did you mean interval? (known in [daemon]: interval, database)",
+        "unknown key, did you mean interval? (known in [daemon]: interval, database, backlog)",
     ),
     ("[udp]\nidle_timeout = 5\nmax_flows = 100\n", 3, "udp.max_flows", "unknown key (known in [udp]: idle_timeout)"),
     ("daemon = 5\n", 1, "daemon", "expected a table ([daemon]), got 5"),
@@ -274,6 +274,8 @@ REFUSALS = [
     ("[collector]\nmax_flows = 4294967296\n", 2, "collector.max_flows", f"{FLOWS}, got 4294967296"),
     ("[collector]\nmax_flows = 16384.0\n", 2, "collector.max_flows", "expected a whole number, got 16384.0"),
     ("[collector]\nmax_flows = true\n", 2, "collector.max_flows", "expected a whole number, got true"),
+    ("[daemon]\nbacklog = 99\n", 2, "daemon.backlog", "must be >= 100 and <= 100000000, got 99"),
+    ("[daemon]\nbacklog = 1e9\n", 2, "daemon.backlog", "expected a whole number, got 1000000000.0"),
 ]
 
 
@@ -405,7 +407,7 @@ def test_override_invalid_value(tmp_path: Path) -> None:
 
 def test_override_unknown_section_and_key(tmp_path: Path) -> None:
     e = cli_error(tmp_path, "daemon.speed=1")
-    assert str(e) == "<command line>: daemon.speed: unknown key (known in [daemon]: interval, database)"
+    assert str(e) == "<command line>: daemon.speed: unknown key (known in [daemon]: interval, database, backlog)"
     e = cli_error(tmp_path, "deamon.interval=1")
     assert str(e) == f"<command line>: deamon: unknown section, did you mean [daemon]? (known: {KNOWN_SECTIONS})"
 

@@ -69,12 +69,12 @@ def test_refused_writes_are_kept_said_once_and_written_later() -> None:
     for _ in range(3):
         d.step()
         now[0] += 10  # past any back-off
-    assert writer.written == [] and len(d.pending) == 3
+    assert writer.written == [] and len(d.backlog) == 3
     assert sum("cannot write the database" in m for m in log) == 1
     writer.refuse = False
     d.step()
     assert [i.ts for i in writer.written] == [1.0, 2.0, 3.0, 4.0]
-    assert d.pending == [] and any("writable again" in m for m in log)
+    assert len(d.backlog) == 0 and any("writable again" in m for m in log)
 
 
 def test_run_for_a_duration_writes_everything_and_closes() -> None:
@@ -172,9 +172,51 @@ def test_a_refusing_database_is_retried_with_back_off_then_written_in_chunks_old
         d.step()
         now[0] += 1.0
     # Tries at 0, 1, 3, 7, 15, 31, 63 and 123 s (the wait doubles, up to 60 s), not 130.
-    assert writer.tries == 8 and len(d.pending) == 130
+    assert writer.tries == 8 and len(d.backlog) == 130
     writer.refuse = False
     now[0] = 1000.0
     d.step()
     assert writer.chunks == [60, 60, 11]  # bounded transactions
     assert [i.ts for i in writer.written] == [float(t) for t in range(131)]  # oldest first, nothing lost
+
+
+def test_a_long_refusal_merges_the_backlog_into_coarser_intervals_and_loses_nothing() -> None:
+    # Issue 11: the backlog was bounded by dropping; now old intervals become minutes first.
+    intervals = [iv(600.0 + t, proc(1, "curl", conn(443 + t % 7, "198.18.0.9", t))) for t in range(1, 1201)]
+    source, writer = FakeSource(intervals), CountingWriter()
+    now = [0.0]
+    log: list[str] = []
+    d = Daemon(cfg("daemon.backlog=100"), source, lambda: writer, log=log.append, clock=lambda: now[0])
+    source.start()
+    writer.refuse = True
+    for _ in range(1199):  # twenty minutes of a full disk
+        d.step()
+        now[0] += 1.0
+        assert d.backlog.rows <= 100
+    writer.refuse = False
+    now[0] = 10_000.0
+    d.step()
+    assert "the backlog passed 100 rows: its oldest intervals are merged into coarser ones" in log
+    assert d.lost_intervals == 0 and 20 < len(writer.written) < 200
+    assert sum(i.tx_bytes for i in writer.written) == sum(range(1, 1201))
+    assert [i.ts for i in writer.written] == sorted(i.ts for i in writer.written)
+
+
+def test_a_backlog_past_its_bound_even_by_the_hour_drops_the_oldest_and_exits_1(monkeypatch) -> None:
+    monkeypatch.setattr("sockscope.daemon.time.sleep", lambda s: None)
+    # 150 connections an interval, an hour apart: each is more than the bound, and none merge.
+    many = [conn(1000 + k, "198.18.0.9", 1) for k in range(150)]
+    intervals = [iv(3600.0 * t + 1, proc(1, "curl", *many)) for t in range(1, 5)]
+    source, writer = FakeSource(intervals), FakeWriter()
+    writer.refuse = True
+    log: list[str] = []
+    stop = threading.Event()
+    d = Daemon(cfg("daemon.backlog=100", "daemon.interval=5"), source, lambda: writer, log=log.append)
+    source.start()
+    for _ in range(3):
+        d.step()
+    assert d.lost_intervals == 2 and d.lost_bytes == 300
+    assert "the backlog passed 100 rows even by the hour: its oldest dropped (1 intervals, 150 bytes" in "\n".join(log)
+    stop.set()
+    assert d.run(stop) == 1
+    assert log[-1].startswith("data lost: 4 intervals (600 bytes of traffic) were not written")

@@ -233,6 +233,7 @@ class DatabaseSource(Source):
         if self._reader is None:
             raise RuntimeError("DatabaseSource read before start() or after close()")
         self._check_file()
+        self._reader.guard()
         db = self._reader.db
         try:
             with _reading(f"reading {self.path}"):
@@ -360,6 +361,7 @@ def range_interval(reader: SqliteReader, since: float, until: float) -> Interval
     until - since and ts is until. Unattributed and dropped counts come from the intervals rows, which
     are kept only as long as raw rows: for older parts of a range they are missing (a lower bound).
     No lifecycle events."""
+    reader.guard()
     with _reading("reading history"), _surrogate_text(reader.db):
         per_conn = (
             "SELECT conn_id, sum(tx) AS tx, sum(rx) AS rx"
@@ -401,6 +403,7 @@ def process_series(
     tx = [0] * n
     rx = [0] * n
     db = reader.db
+    reader.guard()
     with _reading("reading history"):
         # Bound as bytes and cast: a name holding surrogate escapes matches the bytes stored.
         row = db.execute(

@@ -9,10 +9,12 @@ the finer rows, so a range gives the same totals whichever resolution answers.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import math
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -187,6 +189,50 @@ def _set_meta(db: sqlite3.Connection, key: str, value: object) -> None:
                (key, str(value)))  # fmt: skip
 
 
+FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long): the file's chattr flags
+FS_IMMUTABLE_FL = 0x10
+
+
+def frozen_shm(path: str) -> str | None:
+    """Why `<db>-shm` cannot be written, when it is immutable (chattr +i); else None.
+
+    SQLite maps that file into memory and every connection writes to the map, readers too; once the
+    file is immutable the kernel answers such a write with SIGBUS, which kills the process with no
+    message. So it is looked at before each transaction, and the connection is not touched while
+    it stays so."""
+    shm = path + "-shm"
+    try:
+        fd = os.open(shm, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None  # none yet (SQLite makes it) or unreadable: SQLite's own error says more
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+    except OSError:
+        return None  # a file system without such flags
+    finally:
+        os.close(fd)
+    if int.from_bytes(buf[:4], sys.byteorder) & FS_IMMUTABLE_FL:
+        return f"{shm} is immutable (chattr +i), and SQLite must write to it: run `chattr -i {shm}`"
+    return None
+
+
+def check_shm(path: str, what: str) -> None:
+    reason = frozen_shm(path)
+    if reason is not None:
+        raise StoreUnavailable(f"{what}: {reason}")
+
+
+def close_db(db: sqlite3.Connection, path: str) -> None:
+    """Close a connection, unless its -shm is immutable: closing writes to the map (SIGBUS). Then
+    the connection is kept alive for good (never freed, so never closed); the kernel drops its
+    locks when the process ends, and the next opening recovers the write-ahead log."""
+    if frozen_shm(path) is not None:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(db))
+        return
+    db.close()
+
+
 WRITER_CACHE = 16384  # ids per kind kept in memory: more than the active connections of a busy host
 
 
@@ -215,9 +261,11 @@ class SqliteWriter(HistoryWriter):
                 os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o750, exist_ok=True)
                 # The file holds command lines and addresses: not for every user.
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o640))
+            check_shm(path, f"opening {path}")
             self.db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
             st = os.stat(path)
             self._identity = (st.st_dev, st.st_ino)  # to notice the file deleted or replaced
+            self._refuse_newer()  # before WAL mode is set: a newer sockscope's file is left as it was
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a commit survives a crash of ours
             self._check()
@@ -241,10 +289,14 @@ class SqliteWriter(HistoryWriter):
         if row is None or row[0] != "ok":
             raise StoreCorrupt(f"{self.path}: integrity check failed: {row[0] if row else 'no answer'}")
 
-    def _migrate(self) -> None:
+    def _refuse_newer(self) -> int:
         version = _schema_version(self.db, self.path)
         if version > SCHEMA_VERSION:
             raise SchemaTooNew(f"{self.path} has schema {version}; this sockscope knows up to {SCHEMA_VERSION}")
+        return version
+
+    def _migrate(self) -> None:
+        version = self._refuse_newer()
         while version < SCHEMA_VERSION:
             # One script, one transaction: a failed migration leaves the previous version intact.
             script = (
@@ -319,6 +371,7 @@ class SqliteWriter(HistoryWriter):
     def write(self, intervals: Sequence[Interval]) -> None:
         if not intervals:
             return
+        check_shm(self.path, f"writing {self.path}")
         try:
             with _errors(f"writing {self.path}"):
                 minutes_to = _meta_float(self.db, "minutes_to", -1.0)
@@ -411,6 +464,7 @@ class SqliteWriter(HistoryWriter):
     # ---- roll-ups and retention ----
 
     def maintain(self, now: float, retention: Retention) -> None:
+        check_shm(self.path, f"maintaining {self.path}")
         with _errors(f"maintaining {self.path}"):
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -488,7 +542,7 @@ class SqliteWriter(HistoryWriter):
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error, AttributeError):  # AttributeError: never opened
-            self.db.close()
+            close_db(self.db, self.path)
         self._lock.release()
 
 
@@ -611,12 +665,15 @@ class SqliteReader(HistoryReader):
                 "addresses). Run as root, or give a group read access: `chgrp GROUP` on the database files "
                 "with mode 0640 and a searchable directory, then add the user to GROUP (README: History)."
             )
+        self.path = path
+        self._immutable = _quiet_file(path)
         try:
-            if _quiet_file(path):
+            if self._immutable:
                 # No writer and no WAL to read: open it as an unchanging file, which creates no
                 # -wal/-shm beside it (a copy, a backup, a directory the user may write to).
                 self.db = sqlite3.connect(f"file:{quote(path)}?mode=ro&immutable=1", uri=True, timeout=5.0)
             else:
+                self.guard()
                 self.db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=5.0)
             version = _schema_version(self.db, path)
         except sqlite3.OperationalError as exc:
@@ -625,6 +682,7 @@ class SqliteReader(HistoryReader):
             # No daemon has it open (no -wal/-shm files) and this user cannot create them:
             # read it as an unchanging file.
             with _errors(f"opening {path}"):
+                self._immutable = True
                 self.db = sqlite3.connect(f"file:{quote(path)}?mode=ro&immutable=1", uri=True, timeout=5.0)
                 version = _schema_version(self.db, path)
         except sqlite3.DatabaseError as exc:
@@ -639,6 +697,7 @@ class SqliteReader(HistoryReader):
     ) -> list[ReportRow]:
         if by not in GROUPINGS:
             raise ValueError(f"unknown grouping {by!r}; one of {', '.join(GROUPINGS)}")
+        self.guard()
         with _errors("reading history"):
             bounds = resolution_bounds(self.db)
             segs = _plan(bounds, since, until)
@@ -689,9 +748,17 @@ class SqliteReader(HistoryReader):
             return "SELECT 0 AS process_id, 0 AS tx, 0 AS rx WHERE 0"
         return " UNION ALL ".join(parts)
 
+    def guard(self) -> None:
+        """Before each read: see frozen_shm (an immutable -shm would kill the process)."""
+        if not self._immutable:
+            check_shm(self.path, f"reading {self.path}")
+
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
-            self.db.close()
+            if self._immutable:
+                self.db.close()
+            else:
+                close_db(self.db, self.path)
 
 
 _BY_PROCESS = ("process", "exe", "user", "unit")
