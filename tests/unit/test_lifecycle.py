@@ -97,3 +97,21 @@ def test_udp_flows_per_peer_end_after_idle_timeout() -> None:
 def test_udp_idle_must_be_positive(idle: float) -> None:
     with pytest.raises(ValueError):
         LifecycleTracker(udp_idle=idle)
+
+
+def test_records_are_bounded_and_what_is_let_go_is_counted(monkeypatch) -> None:
+    # Issue 11: records of connections whose close event was lost piled up under churn.
+    from sockscope.collector import lifecycle as mod
+    from sockscope.collector.model import ConnectionSample, Interval, ProcessSample
+
+    monkeypatch.setattr(mod, "MAX_TRACKED", 100)
+    tracker = mod.LifecycleTracker(udp_idle=1e6, to_wall=lambda ns: ns / 1e9)  # no UDP flow ends by itself
+    for k in range(250):
+        conns = [
+            ConnectionSample("tcp", 2, "10.0.0.1", 40000, "198.18.0.1", 443, "ESTABLISHED", 1, 0, cookie=k + 1),
+            ConnectionSample("udp", 2, "10.0.0.1", 5353, "198.18.0.2", 1000 + k, "UNCONN", 1, 0, cookie=1),
+        ]
+        p = ProcessSample(7, "churn", None, None, 0, "root", connections=conns)
+        tracker.update(Interval(ts=1000.0 + k, interval=1.0, processes=[p]), [])
+        assert len(tracker) <= 200
+    assert tracker.forgotten == 2 * 150

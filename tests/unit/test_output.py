@@ -23,6 +23,7 @@ def test_json_line_shape_and_totals() -> None:
         "process_facts": 0,
         "lifecycle_events": 0,
         "missed_calls": 0,
+        "lifecycle_records": 0,
     }
     assert d["unattributed"] == {"tx_bytes": 0, "rx_bytes": 0}
     assert d["lifecycle"] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from sockscope.bpf.loader import Collector, CollectorOptions, HookStatus, cgroup2_root
 from sockscope.collector.aggregate import build_processes
@@ -28,6 +29,7 @@ class BpfSource(Source):
         self.resolver = resolver or ProcessResolver(cgroups=CgroupPaths(cgroup2_root()))
         # Last facts seen per socket: a socket evicted from the kernel's LRU map keeps its endpoints.
         self._socks: LruDict[int, SockFacts] = LruDict(SOCK_FALLBACK)
+        self._forgotten = 0
 
     @property
     def hooks(self) -> list[HookStatus]:
@@ -65,4 +67,7 @@ class BpfSource(Source):
             unattributed_rx=sum(f.rx_bytes for f in orphans),
         )
         iv.lifecycle = self.lifecycle.update(iv, events)
+        forgotten, self._forgotten = self.lifecycle.forgotten - self._forgotten, self.lifecycle.forgotten
+        if forgotten:
+            iv.counters = replace(iv.counters, lifecycle_forgotten=forgotten)
         return iv

@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 from sockscope.collector.addresses import addr_text, wire_family
 from sockscope.collector.aggregate import INITIATORS
 from sockscope.collector.model import ConnEvent, Interval
+from sockscope.lru import LruDict
 
 TCP_FORGET_IDLE = 3600.0  # a TCP record with no close event and no bytes for this long is let go
+# Records kept of each kind, the least lately active let go first (counted in `forgotten`): a
+# connection whose close event was lost (a full ring buffer) stays until TCP_FORGET_IDLE, and
+# under churn thousands of them built up (~0.85 KiB each) however long the daemon ran.
+MAX_TRACKED = 32768
 
 
 def boot_ns_to_wall(ts_ns: int) -> float:
@@ -109,8 +114,13 @@ class LifecycleTracker:
             raise ValueError("udp_idle must be > 0 seconds")
         self.udp_idle = udp_idle
         self._to_wall = to_wall
-        self._tcp: dict[int, _Conn] = {}
-        self._udp: dict[UdpKey, _Conn] = {}
+        self._tcp: LruDict[int, _Conn] = LruDict(MAX_TRACKED)
+        self._udp: LruDict[UdpKey, _Conn] = LruDict(MAX_TRACKED)
+
+    @property
+    def forgotten(self) -> int:
+        """Records let go at the bound: connections whose end will not be reported."""
+        return self._tcp.evicted + self._udp.evicted
 
     def __len__(self) -> int:
         return len(self._tcp) + len(self._udp)

@@ -77,6 +77,8 @@ class Counters:
     events_lost: int = 0
     # kprobe group: calls whose return a kretprobe missed (bytes unknown); in dropped_events too
     calls_missed: int = 0
+    # user space: connections the lifecycle tracker let go at its bound (their end goes unreported)
+    lifecycle_forgotten: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,7 @@ def interval_dict(iv: Interval) -> dict[str, Any]:
             "process_facts": c.proc_info_full,
             "lifecycle_events": c.events_lost,
             "missed_calls": c.calls_missed,
+            "lifecycle_records": c.lifecycle_forgotten,
         },
         "peek_skipped": c.peek_skipped,
     }

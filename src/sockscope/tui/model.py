@@ -134,7 +134,7 @@ class TopState:
         t.unattributed_total += unattributed
         t.dropped_events += iv.counters.dropped_events
         t.dropped_bytes += iv.counters.dropped_bytes
-        t.lifecycle_dropped += iv.counters.events_lost
+        t.lifecycle_dropped += iv.counters.events_lost + iv.counters.lifecycle_forgotten
         moved: set[ProcKey] = set()
         for p in iv.processes:
             row = self._proc(p, iv.ts)
