@@ -373,7 +373,9 @@ def main(argv: list[str] | None = None) -> None:
     tc.add_argument("--connections", type=int, default=1, help="rounds of connections, one after another")
     tc.add_argument("--threads", type=int, default=1, help="connections at once in each round, a thread each")
     tc.add_argument("--pace", help="low and slow: BYTES:EVERY_SECONDS:FOR_SECONDS")
-    tc.add_argument("--hold", type=float, default=0.0, help="read to EOF first (sending nothing), then keep the socket open this long")
+    tc.add_argument(
+        "--hold", type=float, default=0.0, help="read to EOF (sending nothing), then keep the socket open so long"
+    )
     us = sub.add_parser("udp-server")
     us.add_argument("--bind", required=True)
     us.add_argument("--port", type=int, default=0)
