@@ -51,7 +51,7 @@ $(BUILD)/vmlinux.h:
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp
 	mv $@.tmp $@
 $(BPF_OBJ): $(BPF_SRC) $(BPF_HDRS) $(BUILD)/vmlinux.h
-	$(CLANG) -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) \
+	$(CLANG) -g -O2 -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
 		-I$(BUILD) -Ibpf -c $(BPF_SRC) -o $@.tmp
 	$(LLVM_STRIP) -g $@.tmp  # keep BTF, drop DWARF
 	mv $@.tmp $@

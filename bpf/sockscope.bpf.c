@@ -55,7 +55,7 @@ struct ss_event *ss_event_btf __attribute__((unused));
 
 struct ss_hot_map {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, SS_HOT_SLOTS);
 	__type(key, __u32);
 	__type(value, struct ss_hot);
 } ss_hot_a SEC(".maps"), ss_hot_b SEC(".maps");
@@ -300,6 +300,13 @@ static __always_inline int ss_merge(void *flows, struct ss_flow_key *key, struct
 	return 0;
 }
 
+/* The hot slot of a key: a multiplicative hash, so that cookies that differ only in high
+ * bits (or socket addresses, in the kprobe fallback) spread too. */
+static __always_inline __u32 ss_hot_slot(__u64 cookie, __u32 tgid)
+{
+	return ((cookie ^ tgid) * 0x9E3779B97F4A7C15ULL) >> 61; /* top 3 bits: SS_HOT_SLOTS 8 */
+}
+
 /* Count one call. sk is only dereferenced (CO-RE reads) on first sight of a key. */
 static __always_inline void ss_count(struct sock *sk, __u64 cookie, int unconnected_udp, __u8 state,
 				     __u64 bytes, int dir)
@@ -308,17 +315,18 @@ static __always_inline void ss_count(struct sock *sk, __u64 cookie, int unconnec
 	__u32 tgid = pid_tgid >> 32;
 	struct ss_peer *peer = NULL;
 	struct ss_hot *hot = NULL;
-	__u32 zero = 0;
+	__u32 zero = 0, slot;
 	void *flows, *hots;
 
 	if (unconnected_udp)
 		peer = ss_find_peer(pid_tgid, cookie, dir);
 
-	/* Fast path: same connected key as the last call on this CPU. */
+	/* Fast path: a connected key that holds its slot on this CPU. */
 	if (!peer) {
 		hots = bpf_map_lookup_elem(&ss_hots, &zero);
+		slot = ss_hot_slot(cookie, tgid);
 		if (hots)
-			hot = bpf_map_lookup_elem(hots, &zero);
+			hot = bpf_map_lookup_elem(hots, &slot);
 		if (hot && hot->key.cookie == cookie && hot->key.tgid == tgid) {
 			ss_add(&hot->val, bytes, dir);
 			return;
@@ -370,11 +378,17 @@ static __always_inline int ss_unconnected_udp(__u16 family, __u16 protocol, __u8
 	return family != AF_PACKET && protocol == IPPROTO_UDP && state != TCP_ESTABLISHED;
 }
 
-/* TCP receives are counted as advances of copied_seq, at tcp_rcv_space_adjust, which
- * both recvmsg and the splice()/read_sock path call in the reader's context
- * (sock_recv_length misses splice). ss_rxseq holds where the count stopped. */
+/* TCP receives are counted as advances of copied_seq, which every way of reading moves:
+ * recvmsg, splice() (tcp_read_sock, which sock_recv_length does not see), zero-copy
+ * receive, io_uring. ss_rxseq holds where the count stopped. Each advance is claimed once,
+ * by compare-and-swap, by whichever comes first: the reader's own receive hook (in its
+ * context: that call's bytes and whatever was read since without one), the iterator user
+ * space runs before each read (ss_iter_rxseq: the splice() reads of a socket that makes no
+ * receive call), the socket's end (tcp_destroy_sock), and in the kprobe group, whose
+ * returns cannot reach socket storage, tcp_rcv_space_adjust. */
 struct ss_rxseq {
 	__u32 copied_seq;
+	__u32 tgid;     /* the last process that read it by a call: who the other claims count for */
 	__u16 fin_seen; /* the FIN's sequence number was taken off once */
 	__u16 valid;    /* copied_seq is set (storage is created zeroed) */
 };
@@ -399,6 +413,88 @@ static __always_inline void ss_rxseq_start(struct sock *sk)
 		st->fin_seen = 0;
 		st->valid = 1;
 	}
+}
+
+/* The bytes read since the last claim; 0 when another claimant took them first (a claim
+ * that loses the race leaves the rest to the next one: nothing is counted twice or lost). */
+static __always_inline __u32 ss_claim(struct sock *sk, struct tcp_sock *tp, struct ss_rxseq *st)
+{
+	__u32 old = st->copied_seq, seq = tp->copied_seq;
+	__u32 delta = seq - old; /* u32: sequence wrap is fine */
+
+	if (delta == 0 || delta > (1U << 30))
+		return 0;
+	if (__sync_val_compare_and_swap(&st->copied_seq, old, seq) != old)
+		return 0;
+	/* A consumed FIN advances copied_seq by one (tcp_recvmsg and tcp_read_sock alike): once
+	 * the peer's FIN is in (SOCK_DONE) and all is consumed, one of those numbers was no byte. */
+	if (!st->fin_seen && seq == tp->rcv_nxt &&
+	    (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))) {
+		st->fin_seen = 1;
+		delta--;
+	}
+	return delta;
+}
+
+/* Add bytes read to (socket, tgid) from outside the reader's context: no call, no peer. */
+static __always_inline void ss_count_for(struct sock *sk, __u64 cookie, __u32 tgid, __u32 bytes)
+{
+	struct ss_flow_key key = {};
+	struct ss_flow_val nv = {};
+	__u32 zero = 0;
+	void *flows;
+
+	key.cookie = cookie;
+	key.tgid = tgid;
+	nv.rx_bytes = bytes;
+	flows = bpf_map_lookup_elem(&ss_flows, &zero);
+	if (flows && ss_merge(flows, &key, &nv))
+		ss_note_sock(sk, cookie, sk->__sk_common.skc_state, tgid);
+}
+
+/* Claim what was read without a receive call, for the last process that read by one, else
+ * the one that opened it (0, unattributed, when neither is known). */
+static __always_inline void ss_claim_rest(struct sock *sk, struct ss_rxseq *st)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	struct ss_sock_info *si;
+	__u32 bytes, tgid;
+	__u64 cookie;
+
+	if (!tp || !st->valid)
+		return;
+	bytes = ss_claim(sk, tp, st);
+	if (!bytes)
+		return;
+	cookie = ss_cookie(sk);
+	tgid = st->tgid;
+	if (!tgid) {
+		si = bpf_map_lookup_elem(&ss_socks, &cookie);
+		if (si)
+			tgid = si->owner_tgid;
+	}
+	ss_count_for(sk, cookie, tgid, bytes);
+}
+
+/* A TCP receive's bytes: what it claims of copied_seq. First sight of a socket opened
+ * before sockscope (no storage yet): the call's own bytes, and the count starts there. */
+static __always_inline int ss_tcp_rx(struct sock *sk, int ret, __u32 tgid)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	struct ss_rxseq *st;
+
+	if (!tp)
+		return ret;
+	st = bpf_sk_storage_get(&ss_rxseq, tp, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return ret;
+	st->tgid = tgid;
+	if (!st->valid) {
+		st->copied_seq = tp->copied_seq;
+		st->valid = 1;
+		return ret;
+	}
+	return ss_claim(sk, tp, st);
 }
 
 /* Count a send that returned ret. sk is a BTF pointer (tp_btf, fexit): direct reads. */
@@ -432,7 +528,7 @@ static __always_inline int ss_on_recv(struct sock *sk, int ret, int flags)
 	}
 	protocol = sk->sk_protocol;
 	if (ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET)
-		return 0; /* counted at tcp_rcv_space_adjust, which also sees splice() */
+		ret = ss_tcp_rx(sk, ret, bpf_get_current_pid_tgid() >> 32);
 	__u8 state = sk->__sk_common.skc_state;
 
 	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_RX);
@@ -453,41 +549,61 @@ int BPF_PROG(ss_tp_recv, struct sock *sk, int ret, int flags)
 	return ss_on_recv(sk, ret, flags);
 }
 
+/* The kprobe group's TCP receives (see ss_rxseq). */
 SEC("tp_btf/tcp_rcv_space_adjust")
 int BPF_PROG(ss_tp_rcvspace, struct sock *sk)
 {
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct ss_rxseq *st;
-	struct tcp_sock *tp;
-	__u32 seq, delta;
+	__u32 bytes, tgid = bpf_get_current_pid_tgid() >> 32;
 
-	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return 0;
 	st = bpf_sk_storage_get(&ss_rxseq, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
 		return 0;
-	seq = tp->copied_seq;
 	if (!st->valid) {
 		/* Open before sockscope started (or the open was missed): follow it from here on.
 		 * The bytes of the read under way are not known, so not counted. */
-		st->copied_seq = seq;
+		st->copied_seq = tp->copied_seq;
 		st->valid = 1;
 		return 0;
 	}
-	delta = seq - st->copied_seq; /* u32: sequence wrap is fine */
-	if (delta == 0 || delta > (1U << 30))
+	st->tgid = tgid;
+	bytes = ss_claim(sk, tp, st);
+	if (bytes)
+		ss_count(sk, ss_cookie(sk), 0, sk->__sk_common.skc_state, bytes, SS_RX);
+	return 0;
+}
+
+/* The end of a TCP socket: what was read since the last claim (by splice(), say). */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(ss_tp_destroy, struct sock *sk)
+{
+	struct ss_rxseq *st = bpf_sk_storage_get(&ss_rxseq, sk, 0, 0);
+
+	if (st)
+		ss_claim_rest(sk, st);
+	return 0;
+}
+
+/* Run by user space before each read: what was read without a receive call since. It walks
+ * the TCP sockets of the network namespace it is run from (see Collector.run_iter). */
+SEC("iter/tcp")
+int ss_iter_rxseq(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct tcp_sock *tp;
+	struct ss_rxseq *st;
+
+	if (!skc)
 		return 0;
-	st->copied_seq = seq;
-	/* A consumed FIN advances copied_seq by one (tcp_read_sock does, before this
-	 * tracepoint): once the peer's FIN is in (SOCK_DONE) and all is consumed, one of
-	 * those sequence numbers was no byte. */
-	if (!st->fin_seen && seq == tp->rcv_nxt &&
-	    (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))) {
-		st->fin_seen = 1;
-		if (--delta == 0)
-			return 0;
-	}
-	ss_count(sk, ss_cookie(sk), 0, sk->__sk_common.skc_state, delta, SS_RX);
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0; /* a request or time-wait socket: nothing left to read */
+	st = bpf_sk_storage_get(&ss_rxseq, tp, 0, 0);
+	if (st)
+		ss_claim_rest((struct sock *)tp, st);
 	return 0;
 }
 

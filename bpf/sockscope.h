@@ -34,9 +34,13 @@ struct ss_flow_val {
 	__u64 rx_calls;
 };
 
-/* Per-CPU cache of the last connected key seen on a CPU: a storm of calls on one
- * socket adds here (an array slot) instead of hashing every call. Flushed into the
- * flow map when the CPU sees another key; user space drains both each interval. */
+/* Per-CPU cache of the connected keys a CPU saw last, direct-mapped by key: calls on
+ * a few sockets at once (a ping-pong, a proxy reading one socket and writing another)
+ * add here (an array slot) instead of hashing every call. A key that takes a slot
+ * flushes what the previous one gathered into the flow map; user space drains both
+ * each interval. */
+#define SS_HOT_SLOTS 8
+
 struct ss_hot {
 	struct ss_flow_key key;
 	struct ss_flow_val val;

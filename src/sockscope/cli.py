@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument(
         "--no-splice",
         action="store_true",
-        help="count TCP receives at sock_recv_length only: one program less per TCP read, splice() reads unseen",
+        help="count TCP receives by the calls' return values only: a little cheaper, splice() reads unseen",
     )
     top.add_argument(
         "--udp-idle",

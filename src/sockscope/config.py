@@ -101,7 +101,7 @@ class UdpConfig:
 @dataclass(frozen=True)
 class CollectorConfig:
     """`max_flows`: distinct (socket, process, peer) entries per interval before events are dropped;
-    `splice`: count TCP receives where copied_seq advances (exact for splice(), one more program per read);
+    `splice`: count TCP receives as advances of copied_seq (exact for splice() reads too);
     `hooks`: the counting hook group, "auto" (the best this kernel allows) or one forced."""
 
     max_flows: int
@@ -183,7 +183,7 @@ _SECTIONS: dict[str, _Section] = {
         "",
         {
             "max_flows": _Key(16384, "distinct (socket, process, peer) entries per interval, >= 16"),
-            "splice": _Key(True, "count splice() reads from TCP: one more program per TCP read"),
+            "splice": _Key(True, "count splice() reads from TCP (TCP receives claimed by copied_seq)"),
             "hooks": _Key("auto", "auto (the best there is), or force one: " + _HOOKS_LIST),
         },
     ),

@@ -27,7 +27,8 @@ def test_doctor_reports_each_hook_and_why() -> None:
         assert {h["target"] for h in groups["tracepoint"]["hooks"]} == {
             "tp_btf/sock_send_length",
             "tp_btf/sock_recv_length",
-            "tp_btf/tcp_rcv_space_adjust",
+            "tp_btf/tcp_destroy_sock",
+            "iter/tcp",
         }
     assert groups["tcp_state"]["attached"] and groups["udp_peers"]["attached"]
     for g in set(COUNT_GROUP_NAMES) - set(ALLOWED):

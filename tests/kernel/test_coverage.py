@@ -209,6 +209,27 @@ def test_splice_download(source: BpfSource, netns: Netns) -> None:
     assert_counts(tally, srv, s_done)
 
 
+def test_splice_reader_in_another_namespace_is_counted_while_its_socket_stays_open(
+    source: BpfSource, netns: Netns
+) -> None:
+    # Its bytes are claimed by the TCP iterator run in its namespace each interval, not at the
+    # socket's end: it makes no receive call, and its process moves no byte by any other call.
+    srv = Traffic("ss-spl-srv", "tcp-server", "--bind", netns.host4, "--reply", "3000017", "--duplex")
+    try:
+        port = srv.line()["port"]
+        cli = Traffic("ss-spl-cli", "tcp-client", "--host", netns.host4, "--port", str(port), "--recv-how",
+                      "splice", "--hold", "30", prefix=netns.exec_prefix())  # fmt: skip
+        read = cli.line()
+        assert read["read"] and read["rx"] == 3_000_017
+        tally = Tally()
+        drain(source, tally)  # the socket is still open
+        assert tally.procs[cli.pid]["rx"] == 3_000_017
+        assert tally.procs[cli.pid]["tx"] == 0
+    finally:
+        srv.kill()
+        cli.kill()
+
+
 def test_io_uring_send_and_receive(source: BpfSource, netns: Netns) -> None:
     tally, cli, srv, c_done, s_done = tcp(
         source, netns, reply=2_000_003, client=("--send", "3000017", "--send-how", "uring", "--recv-how", "uring")

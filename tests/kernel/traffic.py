@@ -185,7 +185,13 @@ def tcp_client(a: argparse.Namespace) -> None:
         c.connect((a.host, a.port))
         with c:
             local = endpoint(c.getsockname())
-            if a.pace:
+            if a.hold:
+                # Read to the peer's EOF without closing our side (it stays a full, hashed socket,
+                # in CLOSE_WAIT), say so, and keep it open a while.
+                tx, rx = 0, RECEIVERS[a.recv_how](c)
+                say(read=True, tx=tx, rx=rx)
+                time.sleep(a.hold)
+            elif a.pace:
                 tx, rx = paced(c, a.pace), recv_all(c)
             else:
                 tx, rx = exchange(c, a.send, a.send_how, a.recv_how, a.duplex)
@@ -367,6 +373,9 @@ def main(argv: list[str] | None = None) -> None:
     tc.add_argument("--connections", type=int, default=1, help="rounds of connections, one after another")
     tc.add_argument("--threads", type=int, default=1, help="connections at once in each round, a thread each")
     tc.add_argument("--pace", help="low and slow: BYTES:EVERY_SECONDS:FOR_SECONDS")
+    tc.add_argument(
+        "--hold", type=float, default=0.0, help="read to EOF (sending nothing), then keep the socket open so long"
+    )
     us = sub.add_parser("udp-server")
     us.add_argument("--bind", required=True)
     us.add_argument("--port", type=int, default=0)

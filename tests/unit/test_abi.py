@@ -59,3 +59,13 @@ def test_every_shared_struct_is_mirrored(btf: dict[str, dict[str, Any]]) -> None
 def test_stat_indexes_fit() -> None:
     assert max(abi.Stat) < abi.SS_STAT_MAX
     assert len(abi.Stats().v) == abi.SS_STAT_MAX
+
+
+def test_hot_slots_match_the_maps() -> None:
+    from sockscope.bpf.libbpf import Object
+
+    obj = Object(str(default_object_path()))  # opened, not loaded: no privileges needed
+    try:
+        assert [obj.map(m).max_entries for m in ("ss_hot_a", "ss_hot_b")] == [abi.HOT_SLOTS] * 2
+    finally:
+        obj.close()

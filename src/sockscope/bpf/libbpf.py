@@ -84,7 +84,10 @@ class _Lib:
             "bpf_program__attach": (c_void_p, [c_void_p]),
             "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int]),
             "bpf_program__attach_perf_event": (c_void_p, [c_void_p, c_int]),
+            "bpf_program__attach_iter": (c_void_p, [c_void_p, c_void_p]),
             "bpf_link__destroy": (c_int, [c_void_p]),
+            "bpf_link__fd": (c_int, [c_void_p]),
+            "bpf_iter_create": (c_int, [c_int]),
             "bpf_map__fd": (c_int, [c_void_p]),
             "bpf_map__set_max_entries": (c_int, [c_void_p, c_uint32]),
             "bpf_map__max_entries": (c_uint32, [c_void_p]),
@@ -154,6 +157,17 @@ def num_possible_cpus() -> int:
 def take_log() -> str:
     """libbpf's messages since the last call (verifier output among them)."""
     return lib().take_log()
+
+
+def read_iter(fd: int) -> bytes:
+    """Read an iterator's fd (Link.open_iter) to its end, and close it; what it printed."""
+    out = []
+    try:
+        while chunk := os.read(fd, 65536):
+            out.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(out)
 
 
 def _check_ptr(call: str, ptr: int | None) -> int:
@@ -300,6 +314,11 @@ class Program:
         ptr = lib().lib.bpf_program__attach_cgroup(self._ptr, cgroup_fd)
         return Link(_check_ptr(f"attach {self.section}", ptr))
 
+    def attach_iter(self) -> Link:
+        """Attach an iterator (iter/tcp, iter/task...); Link.run_iter() runs it."""
+        ptr = lib().lib.bpf_program__attach_iter(self._ptr, None)
+        return Link(_check_ptr(f"attach {self.section}", ptr))
+
     def attach_perf_event(self, perf_fd: int) -> Link:
         """Attach to an open perf event; the link owns the fd from then on (closed with it)."""
         ptr = lib().lib.bpf_program__attach_perf_event(self._ptr, perf_fd)
@@ -309,6 +328,13 @@ class Program:
 class Link:
     def __init__(self, ptr: int) -> None:
         self._ptr: int | None = ptr
+
+    def open_iter(self) -> int:
+        """A new run of an iterator link: an fd to read to the end (the walk happens as it is
+        read). Namespaced iterators (iter/tcp) walk the namespace of the thread that opens it."""
+        if not self._ptr:
+            raise ValueError("BPF link is destroyed")
+        return _check_int("bpf_iter_create", lib().lib.bpf_iter_create(lib().lib.bpf_link__fd(self._ptr)))
 
     def destroy(self) -> None:
         if self._ptr:

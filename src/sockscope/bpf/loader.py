@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sockscope.bpf import abi, libbpf
 from sockscope.bpf.kretprobes import Kretprobes
+from sockscope.bpf.splice import SpliceClaims
 from sockscope.collector.model import ConnEvent, Counters, ProcFacts, RawFlow, SockFacts
 from sockscope.output.safe import decode_untrusted
 
@@ -31,7 +32,13 @@ RECV_FUNCS = ("inet_recvmsg", "inet6_recvmsg", "packet_recvmsg")
 FUNCS = SEND_FUNCS + RECV_FUNCS
 # Functions a kernel may lack without losing anything it can do (see above).
 OPTIONAL_FUNCS = frozenset({"inet_sendpage", "packet_sendmsg", "packet_recvmsg"})
+# TCP receives are counted as advances of copied_seq (exact for splice() too; see ss_rxseq in
+# sockscope.bpf.c): claimed by the receive hook itself, by ITER before each read and by DESTROY at
+# a socket's end; the kprobe group, whose returns cannot reach socket storage, claims at RCVSPACE.
 RCVSPACE = "ss_tp_rcvspace"
+DESTROY = "ss_tp_destroy"
+ITER = "ss_iter_rxseq"
+SPLICE_PROGS = (DESTROY, ITER)
 
 
 @dataclass(frozen=True)
@@ -47,19 +54,19 @@ class HookGroup:
 COUNT_GROUPS = (
     HookGroup(
         "tracepoint",
-        ("ss_tp_send", "ss_tp_recv", RCVSPACE),
-        "sock:sock_send_length / sock:sock_recv_length, tcp:tcp_rcv_space_adjust (TCP reads incl. splice)",
+        ("ss_tp_send", "ss_tp_recv", *SPLICE_PROGS),
+        "sock:sock_send_length / sock:sock_recv_length (TCP reads, splice() included, claimed by copied_seq)",
     ),
     HookGroup(
         "fentry",
-        (*(f"ss_fx_{f}" for f in FUNCS), RCVSPACE),
-        "fexit on inet/inet6/packet sendmsg and recvmsg (and inet_sendpage before 6.5), tcp_rcv_space_adjust",
+        (*(f"ss_fx_{f}" for f in FUNCS), *SPLICE_PROGS),
+        "fexit on inet/inet6/packet sendmsg and recvmsg (and inet_sendpage before 6.5)",
         optional=tuple((f"ss_fx_{f}", f) for f in FUNCS if f in OPTIONAL_FUNCS),
     ),
     HookGroup(
         "kprobe",
-        (*(p for f in FUNCS for p in (f"ss_kp_{f}", f"ss_krp_{f}")), RCVSPACE),
-        "kprobe/kretprobe on the same functions, tcp_rcv_space_adjust",
+        (*(p for f in FUNCS for p in (f"ss_kp_{f}", f"ss_krp_{f}")), RCVSPACE, *SPLICE_PROGS),
+        "kprobe/kretprobe on the same functions, tcp:tcp_rcv_space_adjust for TCP reads",
         optional=tuple((p, f) for f in FUNCS if f in OPTIONAL_FUNCS for p in (f"ss_kp_{f}", f"ss_krp_{f}")),
     ),
 )
@@ -99,8 +106,8 @@ class CollectorOptions:
     object_path: str | None = None
     count_groups: tuple[str, ...] = COUNT_GROUP_NAMES  # in order of preference; one: forced (--hooks)
     udp_idle: float = 60.0  # seconds without traffic that end a UDP flow (user space)
-    # Count TCP receives where copied_seq advances: exact for splice() too, one more program
-    # per TCP read. Off: sock_recv_length alone, cheaper, splice() reads from TCP unseen.
+    # Count TCP receives as advances of copied_seq: exact for splice() too. Off: the receive
+    # calls' own return values, a little cheaper, splice() reads from TCP unseen.
     splice: bool = True
 
 
@@ -216,6 +223,7 @@ class Collector:
         self._events: libbpf.RingBuffer | None = None
         self._absent: dict[str, str] | None = None
         self._kretprobes: Kretprobes | None = None  # the kprobe group's returns (see kretprobes.py)
+        self.splice: SpliceClaims | None = None  # ITER, run before each read
         self._prev_missed = 0
 
     def absent(self) -> dict[str, str]:
@@ -240,7 +248,7 @@ class Collector:
     def _open(self, programs: set[str]) -> libbpf.Object:
         obj = libbpf.Object(self._object_path())
         if not self.options.splice:
-            programs = programs - {RCVSPACE}
+            programs = programs - {RCVSPACE, *SPLICE_PROGS}
         if any(p.startswith(("ss_fx_", "ss_kp_", "ss_krp_")) for p in programs):
             programs = programs - set(self.absent())
         try:
@@ -276,6 +284,10 @@ class Collector:
                     self._links.append(prog.attach_cgroup(cgroup_fd))
                 elif name.startswith("ss_krp_"):
                     self._links.append(self._attach_kretprobe(prog, name.removeprefix("ss_krp_")))
+                elif name == ITER:
+                    link = prog.attach_iter()
+                    self._links.append(link)
+                    self.splice = SpliceClaims(link)
                 else:
                     self._links.append(prog.attach())
                 out.append(HookStatus(group.name, name, prog.section, True))
@@ -389,6 +401,7 @@ class Collector:
         for link in self._links:
             link.destroy()
         self._links = []
+        self.splice = None
         if self._kretprobes is not None:  # their perf events were closed with the links
             self._kretprobes.remove()
             self._kretprobes = None
@@ -426,6 +439,8 @@ class Collector:
         for raw in self._events.consume():
             e = abi.Event.from_buffer_copy(raw[: ctypes.sizeof(abi.Event)])
             kind = "open" if e.type == abi.EventType.TCP_OPEN else "close"
+            if kind == "open" and self.splice is not None:
+                self.splice.note(e.netns, e.owner_tgid)  # a splice()-only reader moves no bytes by calls
             out.append(
                 ConnEvent(
                     kind=kind,
@@ -453,6 +468,9 @@ class Collector:
         """
         obj = self.obj
         idle = 1 - self._active
+        if self.splice is not None:
+            # TCP bytes read without a receive call (splice) go into the active map, read below.
+            self.splice.run()
 
         errors: list[libbpf.LibbpfError] = []
 
@@ -488,21 +506,25 @@ class Collector:
         return elapsed, flows, self._stats_delta()
 
     def _drain_hot(self, hot_map: libbpf.Map) -> list[RawFlow]:
-        """What each CPU's last-key cache gathered; then zero it for its next turn."""
+        """What each CPU's hot slots gathered; then zero them for their next turn."""
         size = ctypes.sizeof(abi.Hot)  # a multiple of 8, as per-CPU values are laid out
         buf = ctypes.create_string_buffer(size * self._ncpu)
-        if not hot_map.lookup_into(ctypes.c_uint32(0), buf):
-            return []
+        zeros = ctypes.create_string_buffer(size * self._ncpu)
         out = []
-        for cpu in range(self._ncpu):
-            h = abi.Hot.from_buffer_copy(buf.raw, cpu * size)
-            v = h.val
-            if v.tx_calls or v.rx_calls:
-                k = h.key
-                out.append(
-                    RawFlow(k.cookie, k.tgid, bytes(k.raddr), k.rport, v.tx_bytes, v.rx_bytes, v.tx_calls, v.rx_calls)
-                )
-        hot_map.update(ctypes.c_uint32(0), ctypes.create_string_buffer(size * self._ncpu))
+        for slot in range(abi.HOT_SLOTS):
+            if not hot_map.lookup_into(ctypes.c_uint32(slot), buf):
+                continue
+            for cpu in range(self._ncpu):
+                h = abi.Hot.from_buffer_copy(buf.raw, cpu * size)
+                v = h.val
+                if v.tx_calls or v.rx_calls or v.rx_bytes:
+                    k = h.key
+                    out.append(
+                        RawFlow(
+                            k.cookie, k.tgid, bytes(k.raddr), k.rport, v.tx_bytes, v.rx_bytes, v.tx_calls, v.rx_calls
+                        )
+                    )
+            hot_map.update(ctypes.c_uint32(slot), zeros)
         return out
 
     def _stats_delta(self) -> Counters:

@@ -58,6 +58,9 @@ class BpfSource(Source):
         # pid 0: bytes moved in no process's context (kernel threads' own sockets show as those threads).
         orphans = [f for f in flows if f.tgid == 0]
         processes = build_processes([f for f in flows if f.tgid != 0], self._sock, self._identity)
+        if self.collector.splice is not None:
+            for p in processes:
+                self.collector.splice.note(p.netns, p.pid)
         iv = Interval(
             ts=ts,
             interval=elapsed,
