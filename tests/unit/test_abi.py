@@ -69,3 +69,9 @@ def test_hot_slots_match_the_maps() -> None:
         assert [obj.map(m).max_entries for m in ("ss_hot_a", "ss_hot_b")] == [abi.HOT_SLOTS] * 2
     finally:
         obj.close()
+
+
+def test_the_flow_key_struct_matches_the_mirror() -> None:
+    k = abi.FlowKey(cookie=2**63 + 5, tgid=4_000_000, rport=53, raddr=(ctypes.c_uint8 * 16)(*range(16)))
+    assert abi.FLOW_KEY.size == ctypes.sizeof(abi.FlowKey)
+    assert abi.FLOW_KEY.unpack_from(bytes(k)) == (2**63 + 5, 4_000_000, 53, 0, bytes(range(16)))

@@ -7,6 +7,7 @@ the compiled object, so a change on one side without the other fails the suite.
 from __future__ import annotations
 
 import ctypes
+import struct
 from ctypes import c_uint8, c_uint16, c_uint32, c_uint64
 from enum import IntEnum
 
@@ -61,6 +62,10 @@ class FlowVal(ctypes.Structure):
         ("tx_calls", c_uint64),
         ("rx_calls", c_uint64),
     ]
+
+
+# FlowKey for the read path, which decodes tens of thousands a second: cookie, tgid, rport, pad, raddr.
+FLOW_KEY = struct.Struct("=QIHH16s")
 
 
 class Hot(ctypes.Structure):

@@ -233,17 +233,19 @@ class Map:
             raise LibbpfError(f"bpf_map_lookup_elem({self.name})", rc)
         return True
 
-    def drain(self, value_len: int, chunk: int = 4096) -> list[tuple[bytes, bytes]]:
-        """Read and delete every entry (batched); value_len is the full per-entry
-        value length as the syscall returns it (times the CPU count for per-CPU maps).
-        Only for a map no program writes to any more."""
+    def drain(self, value_len: int, chunk: int = 4096) -> tuple[bytes, bytes, int]:
+        """Read and delete every entry (batched): (keys, values, count), each entry's key and value
+        one after another; value_len is the full per-entry value length as the syscall returns it
+        (times the CPU count for per-CPU maps). Only for a map no program writes to any more."""
         key_size = self.key_size
         keys = ctypes.create_string_buffer(key_size * chunk)
         values = ctypes.create_string_buffer(value_len * chunk)
         token_size = max(key_size, 8)
         in_batch = ctypes.create_string_buffer(token_size)
         out_batch = ctypes.create_string_buffer(token_size)
-        out: list[tuple[bytes, bytes]] = []
+        all_k: list[bytes] = []
+        all_v: list[bytes] = []
+        total = 0
         first = True
         fn = lib().lib.bpf_map_lookup_and_delete_batch
         while True:
@@ -252,16 +254,12 @@ class Map:
             err = -rc if rc < 0 else 0
             if err and err != errno_mod.ENOENT:
                 raise LibbpfError(f"bpf_map_lookup_and_delete_batch({self.name})", rc)
-            raw_k, raw_v = keys.raw, values.raw
-            for i in range(count.value):
-                out.append(
-                    (
-                        raw_k[i * key_size : (i + 1) * key_size],
-                        raw_v[i * value_len : (i + 1) * value_len],
-                    )
-                )
+            n = count.value
+            all_k.append(keys.raw[: n * key_size])
+            all_v.append(values.raw[: n * value_len])
+            total += n
             if err == errno_mod.ENOENT:
-                return out
+                return b"".join(all_k), b"".join(all_v), total
             ctypes.memmove(in_batch, out_batch, token_size)
             first = False
 

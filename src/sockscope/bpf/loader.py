@@ -8,10 +8,8 @@ when they can be; without them counting still works, with less detail.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,9 +18,9 @@ from pathlib import Path
 
 from sockscope.bpf import abi, libbpf
 from sockscope.bpf.kretprobes import Kretprobes
+from sockscope.bpf.reads import CollectorError as CollectorError  # raised here too; re-exported
+from sockscope.bpf.reads import Reads
 from sockscope.bpf.splice import SpliceClaims
-from sockscope.collector.model import ConnEvent, Counters, ProcFacts, RawFlow, SockFacts
-from sockscope.output.safe import decode_untrusted
 
 # Where sock_sendmsg/sock_recvmsg dispatch to a family: one call per send or receive, the
 # same return value the length tracepoints see. inet_sendpage exists only before 6.5 (sendfile()
@@ -120,10 +118,6 @@ def count_groups_for(hooks: str) -> tuple[str, ...]:
     return (hooks,)
 
 
-class CollectorError(RuntimeError):
-    """Monitoring cannot start; the message says what is missing and what to do."""
-
-
 def default_object_path() -> Path:
     return Path(str(resources.files("sockscope.bpf").joinpath("sockscope.bpf.o")))
 
@@ -197,17 +191,7 @@ def _hint(group: HookGroup, err: libbpf.LibbpfError, stage: str) -> str:
     return msg
 
 
-def _sum_percpu(raw: bytes, nfields: int, ncpu: int) -> list[int]:
-    words = memoryview(raw).cast("Q")
-    stride = len(words) // ncpu
-    return [sum(words[i::stride][:ncpu]) for i in range(nfields)]
-
-
-def _cstr(raw: bytes) -> str:
-    return decode_untrusted(raw.split(b"\0", 1)[0])
-
-
-class Collector:
+class Collector(Reads):
     """The kernel side, loaded and attached. Use start(), then read() once per interval."""
 
     def __init__(self, options: CollectorOptions | None = None) -> None:
@@ -224,6 +208,7 @@ class Collector:
         self._absent: dict[str, str] | None = None
         self._kretprobes: Kretprobes | None = None  # the kprobe group's returns (see kretprobes.py)
         self.splice: SpliceClaims | None = None  # ITER, run before each read
+        self._maps: dict[str, libbpf.Map] = {}
         self._prev_missed = 0
 
     def absent(self) -> dict[str, str]:
@@ -411,6 +396,7 @@ class Collector:
         if self._events is not None:
             self._events.close()
             self._events = None
+        self._maps.clear()
         if self._obj is not None:
             self._obj.close()
             self._obj = None
@@ -421,172 +407,6 @@ class Collector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # ---- reading ----
-
-    @property
-    def obj(self) -> libbpf.Object:
-        if self._obj is None:
-            raise CollectorError("collector is not started")
-        return self._obj
-
-    def read_events(self) -> list[ConnEvent]:
-        """Open/close events waiting in the ring buffer. Read them before read_flows():
-        the bytes of a connection closed before this call are then in that drain."""
-        if self._events is None:
-            return []
-        out = []
-        for raw in self._events.consume():
-            e = abi.Event.from_buffer_copy(raw[: ctypes.sizeof(abi.Event)])
-            kind = "open" if e.type == abi.EventType.TCP_OPEN else "close"
-            if kind == "open" and self.splice is not None:
-                self.splice.note(e.netns, e.owner_tgid)  # a splice()-only reader moves no bytes by calls
-            out.append(
-                ConnEvent(
-                    kind=kind,
-                    ts_ns=e.ts_ns,
-                    cookie=e.cookie,
-                    family=e.family,
-                    laddr=bytes(e.laddr),
-                    lport=e.lport,
-                    raddr=bytes(e.raddr),
-                    rport=e.rport,
-                    netns=e.netns,
-                    owner_tgid=e.owner_tgid,
-                    initiator=e.initiator,
-                    open_ns=e.open_ns,
-                )
-            )
-        return out
-
-    def read_flows(self) -> tuple[float, list[RawFlow], Counters]:
-        """Swap the active counter map and drain the other one.
-
-        Returns (seconds since the previous read, flows, counter deltas).
-        The update of the map-in-map slot returns only after every running
-        program finished, so the drained map is complete and stays untouched.
-        """
-        obj = self.obj
-        idle = 1 - self._active
-        if self.splice is not None:
-            # TCP bytes read without a receive call (splice) go into the active map, read below.
-            self.splice.run()
-
-        errors: list[libbpf.LibbpfError] = []
-
-        def swap(outer: str, inner: str) -> None:
-            try:
-                obj.map(outer).update(ctypes.c_uint32(0), ctypes.c_int32(obj.map(inner).fd))
-            except libbpf.LibbpfError as exc:
-                errors.append(exc)
-
-        # Each swap waits for an RCU grace period (tens of ms here); run both at once so
-        # the waits overlap. Any order is safe: a program that sees one old and one new
-        # map moves counts between them, and both old maps are read only after both swaps.
-        other = threading.Thread(target=swap, args=("ss_hots", ("ss_hot_a", "ss_hot_b")[idle]))
-        other.start()
-        try:
-            swap("ss_flows", ("ss_flows_a", "ss_flows_b")[idle])
-        finally:
-            other.join()
-        if errors:
-            raise errors[0]
-        now = time.monotonic()
-        value_len = ((ctypes.sizeof(abi.FlowVal) + 7) // 8 * 8) * self._ncpu
-        raw = obj.map(("ss_flows_a", "ss_flows_b")[self._active]).drain(value_len)
-        flows = []
-        for kb, vb in raw:
-            key = abi.FlowKey.from_buffer_copy(kb)
-            tx, rx, txc, rxc = _sum_percpu(vb, 4, self._ncpu)
-            flows.append(RawFlow(key.cookie, key.tgid, bytes(key.raddr), key.rport, tx, rx, txc, rxc))
-        flows += self._drain_hot(obj.map(("ss_hot_a", "ss_hot_b")[self._active]))
-        self._active = idle
-        elapsed = now - self._last_read
-        self._last_read = now
-        return elapsed, flows, self._stats_delta()
-
-    def _drain_hot(self, hot_map: libbpf.Map) -> list[RawFlow]:
-        """What each CPU's hot slots gathered; then zero them for their next turn."""
-        size = ctypes.sizeof(abi.Hot)  # a multiple of 8, as per-CPU values are laid out
-        buf = ctypes.create_string_buffer(size * self._ncpu)
-        zeros = ctypes.create_string_buffer(size * self._ncpu)
-        out = []
-        for slot in range(abi.HOT_SLOTS):
-            if not hot_map.lookup_into(ctypes.c_uint32(slot), buf):
-                continue
-            for cpu in range(self._ncpu):
-                h = abi.Hot.from_buffer_copy(buf.raw, cpu * size)
-                v = h.val
-                if v.tx_calls or v.rx_calls or v.rx_bytes:
-                    k = h.key
-                    out.append(
-                        RawFlow(
-                            k.cookie, k.tgid, bytes(k.raddr), k.rport, v.tx_bytes, v.rx_bytes, v.tx_calls, v.rx_calls
-                        )
-                    )
-            hot_map.update(ctypes.c_uint32(slot), zeros)
-        return out
-
-    def _stats_delta(self) -> Counters:
-        buf = ctypes.create_string_buffer(ctypes.sizeof(abi.Stats) * self._ncpu)
-        if not self.obj.map("ss_stats").lookup_into(ctypes.c_uint32(0), buf):
-            return Counters()
-        total = _sum_percpu(buf.raw, abi.SS_STAT_MAX, self._ncpu)
-        d = [t - p for t, p in zip(total, self._prev_stats, strict=True)]
-        self._prev_stats = total
-        missed = self._kretprobes.missed() if self._kretprobes is not None else 0
-        calls_missed, self._prev_missed = missed - self._prev_missed, missed
-        s = abi.Stat
-        return Counters(
-            dropped_events=d[s.DROPPED_EVENTS] + calls_missed,
-            calls_missed=calls_missed,
-            dropped_bytes=d[s.DROPPED_BYTES],
-            sock_info_full=d[s.SOCK_INFO_FULL],
-            proc_info_full=d[s.PROC_INFO_FULL],
-            peek_skipped=d[s.PEEK_SKIPPED],
-            events_lost=d[s.EVENTS_LOST],
-        )
-
-    def sock_facts(self, cookie: int) -> SockFacts | None:
-        si = abi.SockInfo()
-        if not self.obj.map("ss_socks").lookup_into(ctypes.c_uint64(cookie), si):
-            return None
-        return SockFacts(
-            cookie=cookie,
-            family=si.family,
-            protocol=si.protocol,
-            sock_type=si.type,
-            laddr=bytes(si.laddr),
-            lport=si.lport,
-            raddr=bytes(si.raddr),
-            rport=si.rport,
-            state=si.state,
-            netns=si.netns,
-            open_ns=si.open_ns,
-            initiator=si.initiator,
-            owner_tgid=si.owner_tgid,
-            ifindex=si.ifindex,
-        )
-
-    def proc_facts(self, tgid: int) -> ProcFacts | None:
-        pi = abi.ProcInfo()
-        if not self.obj.map("ss_procs").lookup_into(ctypes.c_uint32(tgid), pi):
-            return None
-        raw_args = bytes(pi.args)[: pi.args_len]
-        args = tuple(decode_untrusted(a) for a in raw_args.split(b"\0") if a)
-        return ProcFacts(
-            tgid=tgid,
-            start_ns=pi.start_ns,
-            comm=_cstr(bytes(pi.comm)),
-            exe_name=_cstr(bytes(pi.exe)),
-            args=args,
-            uid=pi.uid,
-            gid=pi.gid,
-            ppid=pi.ppid,
-            cgroup_id=pi.cgroup_id,
-            parent_comm=_cstr(bytes(pi.pcomm)),
-            netns=pi.netns,
-        )
 
 
 # ---- privileges ----

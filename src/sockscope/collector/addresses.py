@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from ipaddress import IPv4Address, IPv6Address
 
 V4MAPPED_PREFIX = bytes(10) + b"\xff\xff"
@@ -17,6 +18,7 @@ def is_unspecified(raw: bytes) -> bool:
     return raw == bytes(16) or raw == V4MAPPED_PREFIX + bytes(4)
 
 
+@functools.lru_cache(maxsize=16384)  # every connection's two addresses, every interval: few distinct ones
 def addr_text(raw: bytes) -> str:
     """Dotted quad for IPv4 (mapped or not), compressed form for IPv6."""
     if len(raw) != 16:

@@ -25,7 +25,7 @@ def small_fs() -> Iterator[Path]:
 def fill(fs: Path) -> Path:
     """Fill the file system to its last block; the file returned frees it again."""
     filler = fs / "filler"
-    with filler.open("wb") as f:
+    with filler.open("wb", buffering=0) as f:  # unbuffered: no write left over for close() to fail
         try:
             while True:
                 f.write(b"\0" * 65536)
