@@ -74,6 +74,18 @@ bench: setup
 	mkdir -p bench/results
 	$(BIN)/python bench/overhead.py --pairs 7 --seconds 5 --json bench/results/overhead.json | tee bench/results/overhead.md
 
+## bench-percall: per-call cost against empty programs on the same tracepoints, and the user-space
+## cost at 10,000 connections (about 7 minutes); writes bench/results/percall.{md,json}
+.PHONY: bench-percall bench-soak
+bench-percall: setup
+	mkdir -p bench/results
+	$(BIN)/python bench/percall.py --json bench/results/percall.json | tee bench/results/percall.md
+
+## bench-soak: the daemon under process and connection churn, memory over time (12 minutes)
+bench-soak: setup
+	mkdir -p bench/results
+	$(BIN)/python bench/soak.py --json bench/results/soak.json | tee bench/results/soak.md
+
 ## bench-compare: sockscope vs nethogs, a bpftrace one-liner and no monitor, side by side (about 10 minutes);
 ## installs the tools it compares (scripts/install-bench-deps.sh), writes bench/results/compare.{md,json,png}
 .PHONY: bench-compare
