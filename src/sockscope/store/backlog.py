@@ -114,6 +114,7 @@ class Backlog:
     merged: int = 0  # intervals that went into coarser ones
     lost_intervals: int = 0
     lost_bytes: int = 0
+    _merge_said: bool = False
 
     def __len__(self) -> int:
         return len(self.intervals)
@@ -133,7 +134,9 @@ class Backlog:
         said = None
         if len(self.intervals) != before:
             self.merged += before - len(self.intervals)
-            said = f"the backlog passed {self.limit:,} rows: its oldest intervals are merged into coarser ones"
+            if not self._merge_said:  # once until the backlog is written: a day's outage merges every minute
+                self._merge_said = True
+                said = f"the backlog passed {self.limit:,} rows: its oldest intervals are merged into coarser ones"
         # Dropped down to 90 %: room for the intervals that follow before merging everything again.
         drop, weight = 0, self.rows
         while weight > self.limit * 0.9 and drop < len(self.intervals) - 1 and self.rows > self.limit:
@@ -169,6 +172,8 @@ class Backlog:
         self.rows -= sum(rows(iv) for iv in self.intervals[:n])
         del self.intervals[:n]
         del self.counts[:n]
+        if not self.intervals:
+            self._merge_said = False
 
     def lose(self, n: int) -> None:
         """Give up the n oldest, counting the intervals they hold and their bytes."""
