@@ -7,7 +7,8 @@
  *   tracepoint  tp_btf sock:sock_send_length / sock:sock_recv_length (>= 6.3)
  *   fentry      fexit on inet/inet6/packet sendmsg, recvmsg (and inet_sendpage before 6.5)
  *   kprobe      kprobe + kretprobe on the same functions
- * each with tp_btf tcp:tcp_rcv_space_adjust for TCP receives (splice() included)
+ * each with tcp:tcp_destroy_sock and a TCP iterator, which claim TCP bytes read without a
+ * receive call (see ss_rxseq; the kprobe group also claims at tcp:tcp_rcv_space_adjust),
  * plus, whenever they load: tp_btf sock:inet_sock_set_state (TCP facts and
  * state) and cgroup sendmsg/recvmsg hooks (peers of unconnected UDP sockets).
  *
