@@ -26,10 +26,12 @@ class LruDict(OrderedDict[K, V]):
     @overload
     def get(self, key: K, default: V) -> V: ...
     def get(self, key: K, default: V | None = None) -> V | None:
-        if key in self:
+        # One lookup that fails or moves (the read path asks this per connection per interval).
+        try:
             self.move_to_end(key)
-            return self[key]
-        return default
+        except KeyError:
+            return default
+        return self[key]
 
     def __setitem__(self, key: K, value: V) -> None:
         super().__setitem__(key, value)

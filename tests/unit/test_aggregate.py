@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sockscope.collector.aggregate import build_processes
+from sockscope.collector.aggregate import Templates, build_processes
 from sockscope.collector.model import RawFlow, SockFacts
 from tests.samples import ident, tcp_facts, udp_unconnected, v4, v6
 
@@ -124,3 +124,18 @@ def test_what_a_byte_means_per_socket_kind() -> None:
         None,
         None,
     )
+
+
+def test_templates_give_the_same_connections_and_follow_new_facts() -> None:
+    templates: Templates = {}
+    facts = {1: tcp_facts(1), 2: udp_unconnected(2)}
+    flows = [RawFlow(1, 100, tx_bytes=7), RawFlow(2, 100, v4("198.18.0.9"), 53, tx_bytes=5)]
+    first = build_processes(flows, facts.get, ident, templates)
+    assert len(templates) == 2
+    again = build_processes(flows, facts.get, ident, templates)  # made from the templates
+    assert again == first
+    assert again[0].connections[0] is not first[0].connections[0]  # new rows, counters their own
+    facts[1] = tcp_facts(1, state=8)  # new facts (CLOSE_WAIT): the template is made again
+    changed = build_processes(flows, facts.get, ident, templates)
+    by_cookie = {c.cookie: c for c in changed[0].connections}
+    assert by_cookie[1].state == "CLOSE_WAIT" and by_cookie[2] == {c.cookie: c for c in first[0].connections}[2]

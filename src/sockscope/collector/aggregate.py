@@ -6,7 +6,8 @@ also names its peer in sendto(), say); they merge here on the endpoint.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import dataclasses
+from collections.abc import Callable, Iterable, MutableMapping
 
 from sockscope.collector.addresses import addr_text, is_unspecified, wire_family
 from sockscope.collector.identity import ProcessIdentity
@@ -129,12 +130,21 @@ def _connection(facts: SockFacts | None, cookie: int, raddr: bytes, rport: int) 
     )
 
 
+_CONN_FIELDS = tuple(f.name for f in dataclasses.fields(ConnectionSample))
+# A connection's fields before any byte is added, and the facts they were made from.
+Templates = MutableMapping[ConnKey, tuple[SockFacts | None, tuple[object, ...]]]
+
+
 def build_processes(
     flows: Iterable[RawFlow],
     sock_facts: Callable[[int], SockFacts | None],
     identity: Callable[[int], ProcessIdentity],
+    templates: Templates | None = None,
 ) -> list[ProcessSample]:
-    """Group flows by process, then by connection; busiest first."""
+    """Group flows by process, then by connection; busiest first. With `templates` (kept by the
+    caller from one interval to the next), a connection whose facts are the same object as last
+    time is made from its template instead of from the facts: the text of its addresses, its
+    names and its family come once per socket, not once per interval."""
     by_proc: dict[int, dict[ConnKey, ConnectionSample]] = {}
     facts_cache: dict[int, SockFacts | None] = {}
     for flow in flows:
@@ -146,7 +156,13 @@ def build_processes(
         key = (flow.cookie, raddr, rport)
         conn = conns.get(key)
         if conn is None:
-            conn = conns[key] = _connection(facts, flow.cookie, raddr, rport)
+            made = templates.get(key) if templates is not None else None
+            if made is not None and made[0] is facts:
+                conn = conns[key] = ConnectionSample(*made[1])  # type: ignore[arg-type]
+            else:
+                conn = conns[key] = _connection(facts, flow.cookie, raddr, rport)
+                if templates is not None:
+                    templates[key] = (facts, tuple(getattr(conn, f) for f in _CONN_FIELDS))
         conn.tx_bytes += flow.tx_bytes
         conn.rx_bytes += flow.rx_bytes
         conn.tx_calls += flow.tx_calls

@@ -6,7 +6,7 @@ import time
 from dataclasses import replace
 
 from sockscope.bpf.loader import Collector, CollectorOptions, HookStatus, cgroup2_root
-from sockscope.collector.aggregate import build_processes
+from sockscope.collector.aggregate import Templates, build_processes
 from sockscope.collector.cgroups import CgroupPaths
 from sockscope.collector.identity import ProcessIdentity, ProcessResolver
 from sockscope.collector.lifecycle import LifecycleTracker
@@ -34,6 +34,7 @@ class BpfSource(Source):
         # Last facts seen per socket: a socket evicted from the kernel's LRU map keeps its endpoints.
         self._socks: LruDict[int, tuple[float, SockFacts | None]] = LruDict(SOCK_FALLBACK)
         self._now = 0.0
+        self._templates: Templates = LruDict(SOCK_FALLBACK)  # see build_processes
         self._forgotten = 0
 
     @property
@@ -70,7 +71,7 @@ class BpfSource(Source):
         ts = time.time()
         # pid 0: bytes moved in no process's context (kernel threads' own sockets show as those threads).
         orphans = [f for f in flows if f.tgid == 0]
-        processes = build_processes([f for f in flows if f.tgid != 0], self._sock, self._identity)
+        processes = build_processes([f for f in flows if f.tgid != 0], self._sock, self._identity, self._templates)
         if self.collector.splice is not None:
             for p in processes:
                 self.collector.splice.note(p.netns, p.pid)
