@@ -50,13 +50,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # run as a script: `bench` imports from the repo root
 
-from bench.overhead import BenchError, Children, log  # noqa: E402
+from bench.overhead import BenchError, Children, _raise_interrupt, log  # noqa: E402
 from bench.percall_parts import (  # noqa: E402
     FLOOR_ALL,
     FLOOR_SEND_RECV,
@@ -196,10 +195,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if a.pairs < 1 or a.seconds <= 0 or a.repeats < 1 or a.conns < 1 or a.window <= 0:
         p.error("--pairs, --repeats, --conns >= 1; --seconds, --window > 0")
     return a
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

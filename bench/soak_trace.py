@@ -45,7 +45,7 @@ def _caches(daemon: Any, source: Any) -> dict[str, int | None]:
     return {"identities": _size(source, "resolver"), "sock_fallback": _size(source, "_socks"),
             "lifecycle_tcp": _size(source, "lifecycle", "_tcp"), "lifecycle_udp": _size(source, "lifecycle", "_udp"),
             "cgroup_paths": _size(source, "resolver", "_cgroups", "_paths"),
-            "pending": _size(daemon, "backlog") if hasattr(daemon, "backlog") else _size(daemon, "pending"),
+            "backlog": _size(daemon, "backlog"),
             "writer_procs": _size(w, "_procs"), "writer_conns": _size(w, "_conns"), "writer_exes": _size(w, "_exes"),
             "writer_last_seen": _size(w, "_last_seen"),
             "user_names": procfs.user_name.cache_info().currsize}  # fmt: skip

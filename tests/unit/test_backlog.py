@@ -75,7 +75,7 @@ def test_within_the_bound_nothing_changes() -> None:
     b = Backlog(limit=10_000)
     ivs = _traffic(300)
     assert all(b.append(iv) is None for iv in ivs)
-    assert b.intervals == ivs and b.rows == sum(rows(iv) for iv in ivs) and b.merged == 0
+    assert b.intervals == ivs and b.rows == sum(rows(iv) for iv in ivs) and b.counts == [1] * len(ivs)
 
 
 def test_past_the_bound_old_intervals_become_minutes_with_every_byte() -> None:

@@ -111,7 +111,6 @@ class Backlog:
     intervals: list[Interval] = dataclasses.field(default_factory=list)
     counts: list[int] = dataclasses.field(default_factory=list)  # intervals read that each one holds
     rows: int = 0
-    merged: int = 0  # intervals that went into coarser ones
     lost_intervals: int = 0
     lost_bytes: int = 0
     _merge_said: bool = False
@@ -132,11 +131,10 @@ class Backlog:
             if self.rows <= self.limit:
                 break
         said = None
-        if len(self.intervals) != before:
-            self.merged += before - len(self.intervals)
-            if not self._merge_said:  # once until the backlog is written: a day's outage merges every minute
-                self._merge_said = True
-                said = f"the backlog passed {self.limit:,} rows: its oldest intervals are merged into coarser ones"
+        # Said once until the backlog is written: a day's outage merges every minute.
+        if len(self.intervals) != before and not self._merge_said:
+            self._merge_said = True
+            said = f"the backlog passed {self.limit:,} rows: its oldest intervals are merged into coarser ones"
         # Dropped down to 90 %: room for the intervals that follow before merging everything again.
         drop, weight = 0, self.rows
         while weight > self.limit * 0.9 and drop < len(self.intervals) - 1 and self.rows > self.limit:

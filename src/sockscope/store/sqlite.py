@@ -172,6 +172,13 @@ def _schema_version(db: sqlite3.Connection, path: str) -> int:
     return int(_meta_number(row, f"{path}: meta.schema_version", int)) if row else 0
 
 
+def _not_newer(version: int, path: str) -> int:
+    """The version, unless a newer sockscope wrote the file (writer and readers refuse it alike)."""
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(f"{path} has schema {version}; this sockscope knows up to {SCHEMA_VERSION}")
+    return version
+
+
 def _meta_number(row: tuple[object, ...], key: str, kind: type[int] | type[float]) -> float:
     try:
         return kind(str(row[0]))
@@ -290,10 +297,7 @@ class SqliteWriter(HistoryWriter):
             raise StoreCorrupt(f"{self.path}: integrity check failed: {row[0] if row else 'no answer'}")
 
     def _refuse_newer(self) -> int:
-        version = _schema_version(self.db, self.path)
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(f"{self.path} has schema {version}; this sockscope knows up to {SCHEMA_VERSION}")
-        return version
+        return _not_newer(_schema_version(self.db, self.path), self.path)
 
     def _migrate(self) -> None:
         version = self._refuse_newer()
@@ -687,9 +691,7 @@ class SqliteReader(HistoryReader):
                 version = _schema_version(self.db, path)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"opening {path}: {exc}") from exc
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(f"{path} has schema {version}; this sockscope knows up to {SCHEMA_VERSION}")
-        if version < SCHEMA_VERSION:
+        if _not_newer(version, path) < SCHEMA_VERSION:
             raise StoreError(f"{path}: schema {version} is older than {SCHEMA_VERSION}; start the daemon to migrate")
 
     def report(
