@@ -301,18 +301,19 @@ static __always_inline int ss_merge(void *flows, struct ss_flow_key *key, struct
 	return 0;
 }
 
-/* The hot slot of a key: a multiplicative hash, so that cookies that differ only in high
- * bits (or socket addresses, in the kprobe fallback) spread too. */
+/* The hot slot of a key: its low bits. Cookies come from a counter, so the sockets a
+ * thread opened together hold distinct slots (a hash would collide among 8 keys in 64
+ * slots one time in 4); the shifted bits spread cookies from other CPUs' batches and
+ * socket addresses (the kprobe fallback's keys, aligned to the slab object). */
 static __always_inline __u32 ss_hot_slot(__u64 cookie, __u32 tgid)
 {
-	return ((cookie ^ tgid) * 0x9E3779B97F4A7C15ULL) >> 61; /* top 3 bits: SS_HOT_SLOTS 8 */
+	return (cookie ^ (cookie >> 6) ^ (cookie >> 12) ^ tgid) & (SS_HOT_SLOTS - 1);
 }
 
 /* Count one call. sk is only dereferenced (CO-RE reads) on first sight of a key. */
 static __always_inline void ss_count(struct sock *sk, __u64 cookie, int unconnected_udp, __u8 state,
-				     __u64 bytes, int dir)
+				     __u64 bytes, int dir, __u64 pid_tgid)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	struct ss_peer *peer = NULL;
 	struct ss_hot *hot = NULL;
@@ -510,7 +511,8 @@ static __always_inline int ss_on_send(struct sock *sk, int ret)
 		return 0;
 	__u8 state = sk->__sk_common.skc_state;
 
-	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, sk->sk_protocol, state), state, ret, SS_TX);
+	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, sk->sk_protocol, state), state, ret, SS_TX,
+		 bpf_get_current_pid_tgid());
 	return 0;
 }
 
@@ -528,11 +530,14 @@ static __always_inline int ss_on_recv(struct sock *sk, int ret, int flags)
 		return 0;
 	}
 	protocol = sk->sk_protocol;
+	/* Read once: the TCP claim and the count both need it (a helper call each time). */
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
 	if (ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET)
-		ret = ss_tcp_rx(sk, ret, bpf_get_current_pid_tgid() >> 32);
+		ret = ss_tcp_rx(sk, ret, pid_tgid >> 32);
 	__u8 state = sk->__sk_common.skc_state;
 
-	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_RX);
+	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_RX, pid_tgid);
 	return 0;
 }
 
@@ -556,7 +561,8 @@ int BPF_PROG(ss_tp_rcvspace, struct sock *sk)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct ss_rxseq *st;
-	__u32 bytes, tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 bytes, tgid = pid_tgid >> 32;
 
 	if (!tp)
 		return 0;
@@ -573,7 +579,7 @@ int BPF_PROG(ss_tp_rcvspace, struct sock *sk)
 	st->tgid = tgid;
 	bytes = ss_claim(sk, tp, st);
 	if (bytes)
-		ss_count(sk, ss_cookie(sk), 0, sk->__sk_common.skc_state, bytes, SS_RX);
+		ss_count(sk, ss_cookie(sk), 0, sk->__sk_common.skc_state, bytes, SS_RX, pid_tgid);
 	return 0;
 }
 
@@ -699,7 +705,7 @@ static __always_inline int ss_kp_exit(int ret, int dir)
 		cookie = c->sk | SS_COOKIE_FROM_PTR;
 	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 
-	ss_count(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, dir);
+	ss_count(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, dir, id);
 out:
 	bpf_map_delete_elem(&ss_calls, &id);
 	return 0;

@@ -38,8 +38,9 @@ struct ss_flow_val {
  * a few sockets at once (a ping-pong, a proxy reading one socket and writing another)
  * add here (an array slot) instead of hashing every call. A key that takes a slot
  * flushes what the previous one gathered into the flow map; user space drains both
- * each interval. */
-#define SS_HOT_SLOTS 8
+ * each interval. 64 slots: a thread on 4 connections has 8 socket ends (8 keys in 8
+ * slots collided almost always). */
+#define SS_HOT_SLOTS 64
 
 struct ss_hot {
 	struct ss_flow_key key;

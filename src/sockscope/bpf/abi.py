@@ -42,7 +42,7 @@ class EventType(IntEnum):
 
 
 SS_STAT_MAX = 6
-HOT_SLOTS = 8  # SS_HOT_SLOTS: slots per CPU of the hot-key cache (ss_hot_a, ss_hot_b)
+HOT_SLOTS = 64  # SS_HOT_SLOTS: slots per CPU of the hot-key cache (ss_hot_a, ss_hot_b)
 
 
 class FlowKey(ctypes.Structure):

@@ -149,8 +149,8 @@ class Reads:
         zeros = ctypes.create_string_buffer(size * self._ncpu)
         out = []
         for slot in range(abi.HOT_SLOTS):
-            if not hot_map.lookup_into(ctypes.c_uint32(slot), buf):
-                continue
+            if not hot_map.lookup_into(ctypes.c_uint32(slot), buf) or buf.raw == zeros.raw:
+                continue  # an unused slot: nothing to read or zero
             for cpu in range(self._ncpu):
                 h = abi.Hot.from_buffer_copy(buf.raw, cpu * size)
                 v = h.val
