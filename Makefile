@@ -75,11 +75,12 @@ bench: setup
 	$(BIN)/python bench/overhead.py --pairs 7 --seconds 5 --json bench/results/overhead.json | tee bench/results/overhead.md
 
 ## bench-percall: per-call cost against empty programs on the same tracepoints, and the user-space
-## cost at 10,000 connections (about 7 minutes); writes bench/results/percall.{md,json}
+## cost at 10,000 and 20,000 socket ends (about 8 minutes); writes bench/results/percall.{md,json}
 .PHONY: bench-percall bench-soak
 bench-percall: setup
 	mkdir -p bench/results
-	$(BIN)/python bench/percall.py --json bench/results/percall.json | tee bench/results/percall.md
+	$(BIN)/python bench/percall.py --userspace-arg=--max-flows --userspace-arg=65536 \
+		--json bench/results/percall.json | tee bench/results/percall.md
 
 ## bench-soak: the daemon under process and connection churn, memory over time (12 minutes)
 bench-soak: setup

@@ -26,7 +26,8 @@ Reported per mode: the base ns per round, and per configuration the median over 
 Then, with kernel.bpf_stats_enabled=1 (restored afterwards): each program's run_time_ns/run_cnt
 (bpftool) over one ping-pong per mode and configuration: ns per run and runs per round. Then
 user space: the collector's CPU (utime+stime, % of one core) with --conns loopback TCP
-connections each moving 16 bytes a second (bench/percall_conns.py), and its start-up time (spawn
+connections each moving 16 bytes a second (bench/percall_conns.py; both ends are the generator's:
+sockscope reports twice as many socket ends), and its start-up time (spawn
 to first JSON line, from every start in the run). The bench and sockscope run on the other CPUs
 than the ping-pong's while the per-call cost is measured.
 
@@ -181,7 +182,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--skip", action="append", choices=["percall", "stats", "userspace"], default=[],
                    help="skip a section: percall (the ping-pong comparison), stats (bpf_stats), userspace")  # fmt: skip
     p.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1, help="CPU of the ping-pong (default: last)")
-    p.add_argument("--conns", type=int, help="connections for the user-space cost (default 10000; --quick: 1000)")
+    p.add_argument("--conns", type=int, action="append",
+                   help="loopback connections for the user-space cost, repeatable (default 5000 and 10000: 10,000 and "
+                   "20,000 socket ends; --quick: 1000)")  # fmt: skip
     p.add_argument("--window", type=float, help="user-space measuring window in s (default 20; --quick: 5)")
     p.add_argument("--userspace-arg", action="append", default=[], metavar="ARG",
                    help="extra `sockscope top` argument for the user-space section (repeatable)")  # fmt: skip
@@ -190,9 +193,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     a = p.parse_args(argv)
     a.pairs = a.pairs or (2 if a.quick else 7)
     a.seconds = a.seconds or (0.3 if a.quick else 1.5)
-    a.conns = a.conns or (1000 if a.quick else 10_000)
+    a.conns = a.conns or ([1000] if a.quick else [5_000, 10_000])
     a.window = a.window or (5.0 if a.quick else 20.0)
-    if a.pairs < 1 or a.seconds <= 0 or a.repeats < 1 or a.conns < 1 or a.window <= 0:
+    if a.pairs < 1 or a.seconds <= 0 or a.repeats < 1 or min(a.conns) < 1 or a.window <= 0:
         p.error("--pairs, --repeats, --conns >= 1; --seconds, --window > 0")
     return a
 
@@ -241,7 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = next((s for s in setups if s.kind == "sockscope"), None)
         if "userspace" not in a.skip and first is not None:
             run.userspace_args = [*first.args, *a.userspace_arg]
-            run.userspace = collector_cpu(children, a.sockscope, workdir, run.userspace_args, a.conns, a.window)
+            for conns in a.conns:
+                run.userspace.append(
+                    collector_cpu(children, a.sockscope, workdir, run.userspace_args, conns, a.window)
+                )
     except KeyboardInterrupt:
         log("percall.py: interrupted")
         return 130

@@ -41,7 +41,7 @@ class Run:
     samples: list[Sample] = dataclasses.field(default_factory=list)
     stats: list[StatRow] = dataclasses.field(default_factory=list)
     startups: dict[str, list[float]] = dataclasses.field(default_factory=dict)
-    userspace: UserSpace | None = None
+    userspace: list[UserSpace] = dataclasses.field(default_factory=list)
     rounds: dict[str, int] = dataclasses.field(default_factory=dict)
     foreign: list[str] = dataclasses.field(default_factory=list)  # others' BPF programs seen loaded
     userspace_args: list[str] = dataclasses.field(default_factory=list)
@@ -131,17 +131,16 @@ def stats_table(run: Run, modes: Sequence[Mode]) -> str:
 
 def userspace_lines(run: Run) -> list[str]:
     out = []
-    u = run.userspace
-    if u is not None:
+    for u in run.userspace:
         seen = f"{statistics.median(u.connections_seen):.0f}" if u.connections_seen else "n/a"
         sweep = f"{statistics.median(u.sweep_s) * 1000:.0f} ms" if u.sweep_s else "n/a"
         cmd = shlex.join(["sockscope", "top", "--json", "--interval", "1", *run.userspace_args])
         out += [
-            f"- collector CPU (`{cmd}`) with {u.conns:,} loopback TCP connections, each moving 16 B/s: "
-            f"**{u.cpu_pct:.1f}% of one core** ({u.cpu_s:.2f} s CPU over {u.window_s:.1f} s)",
-            f"- connections sockscope reported for the generator per interval (median; both ends count): {seen};"
+            f"- collector CPU (`{cmd}`) with {u.conns:,} loopback TCP connections ({2 * u.conns:,} socket ends), "
+            f"each moving 16 B/s: **{u.cpu_pct:.1f}% of one core** ({u.cpu_s:.2f} s CPU over {u.window_s:.1f} s)",
+            f"  - connections sockscope reported for the generator per interval (median; both ends count): {seen};"
             f" dropped events in the window: {u.dropped_events:,}",
-            f"- the generator itself (two processes): {u.gen_cpu_pct:.1f}% of one core"
+            f"  - the generator itself (two processes): {u.gen_cpu_pct:.1f}% of one core"
             f" (one sweep of all connections: {sweep})",
         ]
     for name, vals in run.startups.items():

@@ -4,6 +4,7 @@ configuration, never by uptime (a monitor runs for months under process churn)."
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import islice
 from typing import TypeVar, overload
 
 K = TypeVar("K")
@@ -39,3 +40,27 @@ class LruDict(OrderedDict[K, V]):
         while len(self) > self.limit:
             self.popitem(last=False)
             self.evicted += 1
+
+
+class FifoDict(dict[K, V]):
+    """A dict of at most `limit` entries: past it, the oldest inserted eighth goes (amortised).
+    Assignment makes an entry the newest; get() is dict's own, with no move. For read paths that
+    ask per connection per interval, where an LRU's move on every hit costs more than the rare
+    second fetch of an entry that aged out. Only for caches whose misses are answered again
+    from the source of truth."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        if limit < 1:
+            raise ValueError(f"a bounded cache needs room for one entry, got {limit}")
+        self.limit = limit
+        self.evicted = 0
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self.pop(key, None)  # re-inserted: the newest
+        super().__setitem__(key, value)
+        if len(self) > self.limit:
+            victims = list(islice(self, max(1, self.limit // 8)))
+            for old in victims:
+                del self[old]
+            self.evicted += len(victims)

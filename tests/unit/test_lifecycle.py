@@ -115,3 +115,25 @@ def test_records_are_bounded_and_what_is_let_go_is_counted(monkeypatch) -> None:
         tracker.update(Interval(ts=1000.0 + k, interval=1.0, processes=[p]), [])
         assert len(tracker) <= 200
     assert tracker.forgotten == 2 * 150
+
+
+def test_idle_records_go_in_order_and_active_ones_stay() -> None:
+    from sockscope.collector import lifecycle as mod
+
+    t = LifecycleTracker(udp_idle=60.0, to_wall=wall)
+    # Four TCP records without a close event; two stay active.
+    t.update(iv(2000.0, proc(4, "a", *(tcp_conn(c, 1, 1) for c in (1, 2, 3, 4)))), [])
+    for k in range(1, 4):
+        t.update(iv(2000.0 + k * 1000, proc(4, "a", tcp_conn(2, 1, 0), tcp_conn(4, 1, 0))), [])
+    assert len(t) == 4  # records 1 and 3 idle for 3000 s: less than TCP_FORGET_IDLE
+    t.update(iv(2000.0 + mod.TCP_FORGET_IDLE + 1, proc(4, "a", tcp_conn(2, 1, 0), tcp_conn(4, 1, 0))), [])
+    assert sorted(t._tcp) == [2, 4]
+
+
+def test_a_close_reported_once_even_if_the_event_came_twice() -> None:
+    t = LifecycleTracker(udp_idle=60.0, to_wall=wall)
+    t.update(iv(1001.0), [event("open", 1.0)])
+    t.update(iv(1002.0, proc(5, "curl", tcp_conn(7, 10, 20))), [event("close", 1.5), event("close", 1.6)])
+    closes = t.update(iv(1003.0), [])
+    assert [(e.event, e.tx_bytes, e.rx_bytes) for e in closes] == [("tcp_close", 10, 20)]
+    assert t.update(iv(1004.0), []) == [] and len(t) == 0

@@ -1,10 +1,10 @@
-"""LruDict: the newest entries stay, up to the limit."""
+"""LruDict and FifoDict: bounded caches, up to the limit."""
 
 from __future__ import annotations
 
 import pytest
 
-from sockscope.lru import LruDict
+from sockscope.lru import FifoDict, LruDict
 
 
 def test_oldest_goes_past_the_limit_and_use_makes_an_entry_new() -> None:
@@ -23,3 +23,16 @@ def test_oldest_goes_past_the_limit_and_use_makes_an_entry_new() -> None:
 def test_no_room_is_refused() -> None:
     with pytest.raises(ValueError):
         LruDict(0)
+
+
+def test_fifo_dict_drops_the_oldest_inserted_eighth_and_assignment_renews() -> None:
+    d: FifoDict[int, int] = FifoDict(16)
+    for i in range(16):
+        d[i] = i
+    d[0] = 100  # re-assigned: now the newest
+    assert d.get(1) == 1 and list(d)[-1] == 0  # get() does not move
+    d[16] = 16  # over the limit: the two oldest inserted (1, 2) go
+    assert len(d) == 15 and 1 not in d and 2 not in d and d[0] == 100
+    assert d.evicted == 2
+    with pytest.raises(ValueError):
+        FifoDict(0)

@@ -52,6 +52,20 @@ def test_hostile_names_stay_data_in_json() -> None:
     assert d["processes"][0]["comm"] == "\x1b[2J[red]x[/red]"
 
 
+def test_json_line_is_the_interval_dict_whatever_the_fields_hold() -> None:
+    p = process(10, "curl", 100, 7)
+    c = p.connections[0]
+    c.raddr, c.state, c.initiator, c.ifindex, c.v4mapped = '"\\\x1b\u2028', None, "local", 3, True
+    q = process(11, "dig", 5, 50)
+    q.connections[0].laddr = "fd00::1"
+    iv = interval([p, q])
+    for _ in range(2):  # the second time from the cached fragments
+        assert json.loads(jsonl.interval_line(iv)) == jsonl.interval_dict(iv)
+    c.tx_bytes += 1  # counters are never cached
+    assert json.loads(jsonl.interval_line(iv))["processes"][0]["connections"][0]["tx_bytes"] == 101
+    assert json.loads(jsonl.interval_line(interval([]))) == jsonl.interval_dict(interval([]))
+
+
 def test_printable_escapes_controls() -> None:
     assert printable("\x1b[2Jevil\r\n") == "\\x1b[2Jevil\\x0d\\x0a"
     assert printable("a\u202eb") == "a\\u202eb"

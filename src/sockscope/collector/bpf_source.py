@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import replace
 
@@ -12,14 +13,18 @@ from sockscope.collector.identity import ProcessIdentity, ProcessResolver
 from sockscope.collector.lifecycle import LifecycleTracker
 from sockscope.collector.model import Interval, SockFacts
 from sockscope.collector.source import Source
-from sockscope.lru import LruDict
+from sockscope.lru import FifoDict
 
 # Facts of sockets, as last read from the kernel's map: the newest this many. They are read again
-# at most every FACTS_REFRESH seconds (a UDP socket that connect()s changes state), and at once
-# after a TCP open or close event; a socket the kernel's LRU map evicted keeps its last facts.
+# every FACTS_REFRESH seconds on average (a UDP socket that connect()s changes state); a TCP
+# socket's at once after its open or close event, else every TCP_FACTS_REFRESH (its state between
+# those shows that late). A socket the kernel's LRU map evicted keeps its last facts.
 # (One map lookup per connection per interval was a third of the collector's time.)
 SOCK_FALLBACK = 32768  # above the active sockets of a busy host: a miss is a map lookup
 FACTS_REFRESH = 10.0
+TCP_FACTS_REFRESH = 60.0
+IPPROTO_TCP = 6
+AF_PACKET = 17
 
 
 class BpfSource(Source):
@@ -32,9 +37,9 @@ class BpfSource(Source):
         self.lifecycle = LifecycleTracker(udp_idle=self.collector.options.udp_idle)
         self.resolver = resolver or ProcessResolver(cgroups=CgroupPaths(cgroup2_root()))
         # Last facts seen per socket: a socket evicted from the kernel's LRU map keeps its endpoints.
-        self._socks: LruDict[int, tuple[float, SockFacts | None]] = LruDict(SOCK_FALLBACK)
+        self._socks: FifoDict[int, tuple[float, SockFacts | None]] = FifoDict(SOCK_FALLBACK)
         self._now = 0.0
-        self._templates: Templates = LruDict(SOCK_FALLBACK)  # see build_processes
+        self._templates: Templates = FifoDict(SOCK_FALLBACK)  # see build_processes
         self._forgotten = 0
 
     @property
@@ -49,24 +54,40 @@ class BpfSource(Source):
 
     def _sock(self, cookie: int) -> SockFacts | None:
         known = self._socks.get(cookie)
-        if known is not None and self._now - known[0] < FACTS_REFRESH:
+        if known is not None and self._now < known[0]:
             return known[1]
         facts = self.collector.sock_facts(cookie)
-        if facts is None and known is not None:
-            facts = known[1]  # evicted from the kernel's map: its last facts
-        self._socks[cookie] = (self._now, facts)
+        if known is not None and (facts is None or facts == known[1]):
+            facts = known[1]  # unchanged (the same object keeps its templates), or evicted: its last facts
+        # Read again after its period, at a time of its own: sockets that appeared together do
+        # not all come due in the same interval.
+        tcp = facts is not None and facts.protocol == IPPROTO_TCP and facts.family != AF_PACKET
+        period = TCP_FACTS_REFRESH if tcp else FACTS_REFRESH
+        self._socks[cookie] = (self._now + period * (0.5 + cookie % 997 / 997), facts)
         return facts
 
     def _identity(self, tgid: int) -> ProcessIdentity:
         return self.resolver.resolve(self.collector.proc_facts(tgid), tgid)
 
     def read(self) -> Interval:
+        # Tens of thousands of objects are made here per interval, none of them in a cycle: the
+        # cyclic collector, run by allocation counts in the middle of it, cost a third of the read
+        # (it scans the long-lived caches too). It runs when the read is done.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._read()
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _read(self) -> Interval:
         events = self.collector.read_events()  # first: a close read now has all its bytes in this drain
         self._now = time.monotonic()
         for e in events:  # its state changed: read its facts afresh
             known = self._socks.get(e.cookie)
             if known is not None:
-                self._socks[e.cookie] = (-FACTS_REFRESH, known[1])
+                self._socks[e.cookie] = (0.0, known[1])
         elapsed, flows, counters = self.collector.read_flows()
         ts = time.time()
         # pid 0: bytes moved in no process's context (kernel threads' own sockets show as those threads).

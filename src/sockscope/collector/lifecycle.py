@@ -116,6 +116,7 @@ class LifecycleTracker:
         self._to_wall = to_wall
         self._tcp: LruDict[int, _Conn] = LruDict(MAX_TRACKED)
         self._udp: LruDict[UdpKey, _Conn] = LruDict(MAX_TRACKED)
+        self._closing: list[int] = []  # TCP records closed by this interval's events
 
     @property
     def forgotten(self) -> int:
@@ -130,15 +131,30 @@ class LifecycleTracker:
         begin = iv.ts - iv.interval
         self._add_bytes(iv, begin)
         # Closes seen last time, now with every byte of theirs.
-        for cookie in [c for c, t in self._tcp.items() if t.closed is not None]:
-            t = self._tcp.pop(cookie)
-            out.append(t.life("tcp_close", t.closed))
+        closing, self._closing = self._closing, []
+        for cookie in closing:
+            t = self._tcp.pop(cookie, None)  # None: closed twice, or let go at the bound
+            if t is not None and t.closed is not None:
+                out.append(t.life("tcp_close", t.closed))
         for e in events:
             out += self._apply(e)
-        for key in [k for k, u in self._udp.items() if iv.ts - u.last >= self.udp_idle]:
+        # Least lately active first (each interval's bytes make a record the newest), so the
+        # scans stop at the first record still active: not one pass over every connection.
+        idle = []
+        for key, u in self._udp.items():
+            if iv.ts - u.last < self.udp_idle:
+                break
+            idle.append(key)
+        for key in idle:
             u = self._udp.pop(key)
             out.append(u.life("udp_end", u.last))
-        for cookie in [c for c, t in self._tcp.items() if t.closed is None and iv.ts - t.last >= TCP_FORGET_IDLE]:
+        forget = []
+        for cookie, t in self._tcp.items():
+            if t.closed is None:
+                if iv.ts - t.last < TCP_FORGET_IDLE:
+                    break
+                forget.append(cookie)
+        for cookie in forget:
             del self._tcp[cookie]
         return out
 
@@ -188,4 +204,5 @@ class LifecycleTracker:
             t.start = self._to_wall(e.open_ns)
             t.complete = True
         t.closed = self._to_wall(e.ts_ns)
+        self._closing.append(e.cookie)
         return []
