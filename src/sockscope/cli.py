@@ -21,6 +21,7 @@ from sockscope.bpf.libbpf import LibbpfError, LibbpfMissing
 from sockscope.bpf.loader import COUNT_GROUP_NAMES, CollectorError, CollectorOptions, count_groups_for
 from sockscope.collector.model import Interval
 from sockscope.collector.source import Source
+from sockscope.gcpace import paced
 from sockscope.output import jsonl, table
 from sockscope.store.base import GROUPINGS, StoreError
 from sockscope.ticks import ticks
@@ -204,10 +205,12 @@ def run_top(
     stop = stop or _Stop()
     source.start()
     try:
-        for emitted, last in enumerate(ticks(args.interval, stop.event), 1):
-            _emit(source.read(), args, out)
-            if last or (args.count is not None and emitted >= args.count):
-                break
+        with paced() as gc_pacer:
+            for emitted, last in enumerate(ticks(args.interval, stop.event), 1):
+                _emit(source.read(), args, out)
+                if last or (args.count is not None and emitted >= args.count):
+                    break
+                gc_pacer.after_interval()
         return 0
     finally:
         source.close()

@@ -20,6 +20,7 @@ from dataclasses import replace
 from sockscope.collector.model import Interval
 from sockscope.collector.source import Source
 from sockscope.config import Config
+from sockscope.gcpace import paced
 from sockscope.store.backlog import Backlog
 from sockscope.store.base import HistoryWriter, Retention, StoreError, StoreUnavailable
 from sockscope.ticks import ticks
@@ -150,8 +151,10 @@ class Daemon:
         try:
             self._maintain(force=True)
             self.log(f"counting; writing {self.config.daemon.database} every {interval:g} s")
-            for _ in ticks(interval, stop, duration):
-                self.step()
+            with paced() as gc_pacer:
+                for _ in ticks(interval, stop, duration):
+                    self.step()
+                    gc_pacer.after_interval()
         finally:
             self.source.close()
             self._shutdown()

@@ -127,11 +127,11 @@ def test_what_a_byte_means_per_socket_kind() -> None:
 
 
 def test_templates_give_the_same_connections_and_follow_new_facts() -> None:
-    templates: Templates = {}
+    templates = Templates(64, ttl=0.0)  # the facts asked every time
     facts = {1: tcp_facts(1), 2: udp_unconnected(2)}
     flows = [RawFlow(1, 100, tx_bytes=7), RawFlow(2, 100, v4("198.18.0.9"), 53, tx_bytes=5)]
     first = build_processes(flows, facts.get, ident, templates)
-    assert len(templates) == 2
+    assert len(templates.made) == 2
     again = build_processes(flows, facts.get, ident, templates)  # made from the templates
     assert again == first
     assert again[0].connections[0] is not first[0].connections[0]  # new rows, counters their own
@@ -139,3 +139,24 @@ def test_templates_give_the_same_connections_and_follow_new_facts() -> None:
     changed = build_processes(flows, facts.get, ident, templates)
     by_cookie = {c.cookie: c for c in changed[0].connections}
     assert by_cookie[1].state == "CLOSE_WAIT" and by_cookie[2] == {c.cookie: c for c in first[0].connections}[2]
+
+
+def test_templates_trust_their_facts_until_due_or_forgotten() -> None:
+    templates = Templates(64, ttl=10.0)
+    asked: list[int] = []
+    facts = {1: tcp_facts(1)}
+
+    def lookup(cookie: int) -> SockFacts | None:
+        asked.append(cookie)
+        return facts.get(cookie)
+
+    flows = [RawFlow(1, 100, tx_bytes=7)]
+    build_processes(flows, lookup, ident, templates, now=0.0)
+    facts[1] = tcp_facts(1, state=8)
+    again = build_processes(flows, lookup, ident, templates, now=4.9)  # before the earliest due time
+    assert asked == [1] and again[0].connections[0].state == "ESTABLISHED"
+    templates.forget(1)  # its TCP event came
+    changed = build_processes(flows, lookup, ident, templates, now=5.0)
+    assert asked == [1, 1] and changed[0].connections[0].state == "CLOSE_WAIT"
+    build_processes(flows, lookup, ident, templates, now=5.0 + 15.1)  # past the latest due time
+    assert asked == [1, 1, 1]

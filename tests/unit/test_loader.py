@@ -6,6 +6,8 @@ import errno
 import struct
 from pathlib import Path
 
+import pytest
+
 from sockscope.bpf import libbpf
 from sockscope.bpf.loader import COUNT_GROUPS, _hint, cgroup2_root
 from sockscope.bpf.reads import _sum_percpu
@@ -52,20 +54,21 @@ def test_libbpf_error_message() -> None:
     assert str(err) == "bpf_map_update_elem(x): Argument list too long (errno 7)"
 
 
-def test_drained_flows_are_decoded_with_their_per_cpu_counters_summed() -> None:
+@pytest.mark.parametrize("ncpu", [1, 3, 8])  # pairwise adds up to 4 CPUs, sums of tuples above
+def test_drained_flows_are_decoded_with_their_per_cpu_counters_summed(ncpu: int) -> None:
     import struct
 
     from sockscope.bpf import abi
     from sockscope.bpf.reads import _decode_flows
     from sockscope.collector.model import RawFlow
 
-    ncpu = 3
     entries = [(11, 100, 0, bytes(16)), (2**63 + 1, 4_000_000, 53, bytes(range(16)))]
     keys = b"".join(abi.FLOW_KEY.pack(c, t, p, 0, a) for c, t, p, a in entries)
     # entry e, CPU c: tx = 1000e + c, rx = 10c, tx_calls = 1, rx_calls = c
     values = b"".join(struct.pack("=4Q", 1000 * e + c, 10 * c, 1, c) for e in range(2) for c in range(ncpu))
+    cpus = sum(range(ncpu))
     assert _decode_flows(keys, values, 2, ncpu) == [
-        RawFlow(11, 100, bytes(16), 0, 3, 30, 3, 3),
-        RawFlow(2**63 + 1, 4_000_000, bytes(range(16)), 53, 3003, 30, 3, 3),
+        RawFlow(11, 100, bytes(16), 0, cpus, 10 * cpus, ncpu, cpus),
+        RawFlow(2**63 + 1, 4_000_000, bytes(range(16)), 53, 1000 * ncpu + cpus, 10 * cpus, ncpu, cpus),
     ]
     assert _decode_flows(b"", b"", 0, ncpu) == []

@@ -7,11 +7,13 @@ also names its peer in sendto(), say); they merge here on the endpoint.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, MutableMapping
+import math
+from collections.abc import Callable, Iterable
 
 from sockscope.collector.addresses import addr_text, is_unspecified, wire_family
 from sockscope.collector.identity import ProcessIdentity
-from sockscope.collector.model import NO_ADDR, ConnectionSample, ProcessSample, RawFlow, SockFacts
+from sockscope.collector.model import NO_ADDR, ConnectionSample, FlowRow, ProcessSample, SockFacts
+from sockscope.lru import FifoDict
 
 IPPROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 136: "udplite", 255: "raw"}
 SOCK_DGRAM = 2
@@ -123,46 +125,66 @@ def _connection(facts: SockFacts | None, cookie: int, raddr: bytes, rport: int) 
 
 
 _CONN_FIELDS = tuple(f.name for f in dataclasses.fields(ConnectionSample))
-# A connection's fields before any byte is added, and the facts they were made from.
-Templates = MutableMapping[ConnKey, tuple[SockFacts | None, tuple[object, ...]]]
+# (trusted until, the connection's key, its fields before any byte is added, the facts they were made from)
+Made = tuple[float, ConnKey, tuple[object, ...], SockFacts | None]
+
+
+class Templates:
+    """What a flow key (cookie, and the peer as the kernel gave it) makes: the connection's key
+    and fields, kept from one interval to the next so that the text of its addresses, its names
+    and its family come once per socket, not once per interval. Trusted for about `ttl` seconds
+    (spread per socket) without asking for the socket's facts; then made again only if the facts
+    are another object. At most `limit` kept (oldest first out)."""
+
+    def __init__(self, limit: int, ttl: float = 5.0) -> None:
+        self.made: FifoDict[ConnKey, Made] = FifoDict(limit)
+        self.ttl = ttl
+
+    def forget(self, cookie: int) -> None:
+        """The socket's facts changed (a TCP open or close): ask again next time."""
+        self.made.pop((cookie, NO_ADDR, 0), None)
+
+    def make(self, raw: ConnKey, facts: SockFacts | None, old: Made | None, now: float) -> Made:
+        cookie, raddr, rport = raw
+        if old is not None and old[3] is facts:
+            key, fields = old[1], old[2]
+        else:
+            if raddr == NO_ADDR:  # a connected socket's peer is in its facts
+                raddr, rport = (facts.raddr, facts.rport) if facts is not None else (NO_ADDR, 0)
+            key = (cookie, raddr, rport)
+            conn = _connection(facts, cookie, raddr, rport)
+            fields = tuple(getattr(conn, f) for f in _CONN_FIELDS)
+        made = self.made[raw] = (now + self.ttl * (0.5 + cookie % 997 / 997), key, fields, facts)
+        return made
 
 
 def build_processes(
-    flows: Iterable[RawFlow],
+    flows: Iterable[FlowRow],
     sock_facts: Callable[[int], SockFacts | None],
     identity: Callable[[int], ProcessIdentity],
     templates: Templates | None = None,
+    now: float = 0.0,
 ) -> list[ProcessSample]:
-    """Group flows by process, then by connection; busiest first. With `templates` (kept by the
-    caller from one interval to the next), a connection whose facts are the same object as last
-    time is made from its template instead of from the facts: the text of its addresses, its
-    names and its family come once per socket, not once per interval.
+    """Group flows by process, then by connection; busiest first. `templates` (kept by the caller
+    from one interval to the next, with `now` on a monotonic clock) saves making each connection
+    from its socket's facts every interval; without, the facts are asked once per flow key.
 
     Runs per flow, tens of thousands a second on a busy host: one pass with local names."""
+    if templates is None:
+        templates, now = Templates(1 << 62, ttl=math.inf), 0.0
+    made_of = templates.made.get
     by_proc: dict[int, dict[ConnKey, ConnectionSample]] = {}
-    facts_of: dict[int, SockFacts | None] = {}
-    made_of = templates.get if templates is not None else None
     for cookie, tgid, raddr, rport, tx, rx, txc, rxc in flows:
-        try:
-            facts = facts_of[cookie]
-        except KeyError:
-            facts = facts_of[cookie] = sock_facts(cookie)
-        if raddr == NO_ADDR:  # a connected socket's peer is in its facts
-            raddr, rport = (facts.raddr, facts.rport) if facts is not None else (NO_ADDR, 0)
+        raw = (cookie, raddr, rport)
+        made = made_of(raw)
+        if made is None or now >= made[0]:
+            made = templates.make(raw, sock_facts(cookie), made, now)
         conns = by_proc.get(tgid)
         if conns is None:
             conns = by_proc[tgid] = {}
-        key = (cookie, raddr, rport)
-        conn = conns.get(key)
+        conn = conns.get(made[1])
         if conn is None:
-            made = made_of(key) if made_of is not None else None
-            if made is not None and made[0] is facts:
-                conn = ConnectionSample(*made[1])  # type: ignore[arg-type]
-            else:
-                conn = _connection(facts, cookie, raddr, rport)
-                if templates is not None:
-                    templates[key] = (facts, tuple(getattr(conn, f) for f in _CONN_FIELDS))
-            conns[key] = conn
+            conn = conns[made[1]] = ConnectionSample(*made[2])  # type: ignore[arg-type]
         conn.tx_bytes += tx
         conn.rx_bytes += rx
         conn.tx_calls += txc

@@ -39,7 +39,7 @@ class BpfSource(Source):
         # Last facts seen per socket: a socket evicted from the kernel's LRU map keeps its endpoints.
         self._socks: FifoDict[int, tuple[float, SockFacts | None]] = FifoDict(SOCK_FALLBACK)
         self._now = 0.0
-        self._templates: Templates = FifoDict(SOCK_FALLBACK)  # see build_processes
+        self._templates = Templates(SOCK_FALLBACK)
         self._forgotten = 0
 
     @property
@@ -88,11 +88,14 @@ class BpfSource(Source):
             known = self._socks.get(e.cookie)
             if known is not None:
                 self._socks[e.cookie] = (0.0, known[1])
+            self._templates.forget(e.cookie)
         elapsed, flows, counters = self.collector.read_flows()
         ts = time.time()
         # pid 0: bytes moved in no process's context (kernel threads' own sockets show as those threads).
-        orphans = [f for f in flows if f.tgid == 0]
-        processes = build_processes([f for f in flows if f.tgid != 0], self._sock, self._identity, self._templates)
+        orphans = [f for f in flows if not f[1]]  # (cookie, tgid, raddr, rport, tx, rx, tx calls, rx calls)
+        if orphans:
+            flows = [f for f in flows if f[1]]
+        processes = build_processes(flows, self._sock, self._identity, self._templates, self._now)
         if self.collector.splice is not None:
             for p in processes:
                 self.collector.splice.note(p.netns, p.pid)
@@ -101,8 +104,8 @@ class BpfSource(Source):
             interval=elapsed,
             processes=processes,
             counters=counters,
-            unattributed_tx=sum(f.tx_bytes for f in orphans),
-            unattributed_rx=sum(f.rx_bytes for f in orphans),
+            unattributed_tx=sum(f[4] for f in orphans),
+            unattributed_rx=sum(f[5] for f in orphans),
         )
         iv.lifecycle = self.lifecycle.update(iv, events)
         forgotten, self._forgotten = self.lifecycle.forgotten - self._forgotten, self.lifecycle.forgotten

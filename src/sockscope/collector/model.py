@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 NO_ADDR = bytes(16)
 
 
+# A flow as the collector hands it over: RawFlow's fields, in its order, as a plain tuple (made by
+# zip() in C, with no Python call per flow). RawFlow is one too.
+FlowRow = tuple[int, int, bytes, int, int, int, int, int]
+
+
 class RawFlow(NamedTuple):
     """Counters of one (socket, process[, peer]) for one interval. A tuple: tens of thousands
     are made each second on a busy host, and a frozen dataclass costs several times as much."""
