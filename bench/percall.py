@@ -245,9 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "userspace" not in a.skip and first is not None:
             run.userspace_args = [*first.args, *a.userspace_arg]
             for conns in a.conns:
-                run.userspace.append(
-                    collector_cpu(children, a.sockscope, workdir, run.userspace_args, conns, a.window)
-                )
+                run.userspace.append(collector_cpu(children, a.sockscope, workdir, run.userspace_args, conns, a.window))
     except KeyboardInterrupt:
         log("percall.py: interrupted")
         return 130
