@@ -50,6 +50,14 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } ss_events SEC(".maps");
 
+/* DNS answers (struct ss_dns_event): rare, and bulky, so apart from the connection events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 512 * 1024);
+} ss_dns SEC(".maps");
+
+struct ss_dns_event *ss_dns_event_btf __attribute__((unused));
+
 /* Puts struct ss_event in the object's BTF, where tests/unit/test_abi.py checks its layout
  * (a ring buffer map has no value type to carry it). */
 struct ss_event *ss_event_btf __attribute__((unused));
@@ -310,8 +318,9 @@ static __always_inline __u32 ss_hot_slot(__u64 cookie, __u32 tgid)
 	return (cookie ^ (cookie >> 6) ^ (cookie >> 12) ^ tgid) & (SS_HOT_SLOTS - 1);
 }
 
-/* Count one call. sk is only dereferenced (CO-RE reads) on first sight of a key. */
-static __always_inline void ss_count(struct sock *sk, __u64 cookie, int unconnected_udp, __u8 state,
+/* Count one call. sk is only dereferenced (CO-RE reads) on first sight of a key. Returns the
+ * port of the datagram's peer when the call named one (unconnected UDP), else 0. */
+static __always_inline __u16 ss_count(struct sock *sk, __u64 cookie, int unconnected_udp, __u8 state,
 				     __u64 bytes, int dir, __u64 pid_tgid)
 {
 	__u32 tgid = pid_tgid >> 32;
@@ -331,7 +340,7 @@ static __always_inline void ss_count(struct sock *sk, __u64 cookie, int unconnec
 			hot = bpf_map_lookup_elem(hots, &slot);
 		if (hot && hot->key.cookie == cookie && hot->key.tgid == tgid) {
 			ss_add(&hot->val, bytes, dir);
-			return;
+			return 0;
 		}
 	}
 
@@ -348,7 +357,7 @@ static __always_inline void ss_count(struct sock *sk, __u64 cookie, int unconnec
 
 	flows = bpf_map_lookup_elem(&ss_flows, &zero);
 	if (!flows)
-		return;
+		return key.rport;
 	ss_add(&nv, bytes, dir);
 	if (ss_merge(flows, &key, &nv)) {
 		/* First call of this key in this interval. */
@@ -356,12 +365,13 @@ static __always_inline void ss_count(struct sock *sk, __u64 cookie, int unconnec
 		ss_note_proc(key.tgid);
 	}
 	if (!hot)
-		return;
+		return key.rport;
 	/* This key takes the CPU's cache; what the previous key gathered goes to the map. */
 	if (hot->val.tx_calls | hot->val.rx_calls)
 		ss_merge(flows, &hot->key, &hot->val);
 	hot->key = key;
 	__builtin_memset(&hot->val, 0, sizeof(hot->val));
+	return key.rport;
 }
 
 /* Group "tp": the socket layer's own length tracepoints (kernel >= 6.3). */
@@ -499,6 +509,91 @@ static __always_inline int ss_tcp_rx(struct sock *sk, int ret, __u32 tgid)
 	return ss_claim(sk, tp, st);
 }
 
+/* ---- DNS answers, as the process that asked read them ---- */
+
+#define SS_NR_READ 0 /* x86-64 system call numbers */
+#define SS_NR_READV 19
+#define SS_NR_RECVFROM 45
+#define SS_NR_RECVMSG 47
+
+/* The user buffer the current receive call copied into: from the system call's own arguments
+ * (the registers saved at its entry), so no program runs on any path but the receive hook.
+ * 0 when the call is none of these (recvmmsg, io_uring: counted as unread). */
+static __always_inline __u64 ss_user_buffer(__u64 *room)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct user_msghdr msg;
+	struct iovec iov;
+	__u64 iovp;
+
+	*room = ~0ULL;
+	switch (BPF_CORE_READ(regs, orig_ax)) {
+	case SS_NR_READ:
+	case SS_NR_RECVFROM:
+		return BPF_CORE_READ(regs, si);
+	case SS_NR_RECVMSG:
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)BPF_CORE_READ(regs, si)))
+			return 0;
+		iovp = (__u64)msg.msg_iov;
+		break;
+	case SS_NR_READV:
+		iovp = BPF_CORE_READ(regs, si);
+		break;
+	default:
+		return 0;
+	}
+	/* The first buffer of the vector: what fits there (a DNS answer comes in one, in practice). */
+	if (bpf_probe_read_user(&iov, sizeof(iov), (void *)iovp))
+		return 0;
+	*room = iov.iov_len;
+	return (__u64)iov.iov_base;
+}
+
+static __always_inline void ss_dns_capture(struct sock *sk, __u64 cookie, __u32 tgid, int ret, __u8 protocol)
+{
+	struct ss_dns_event *e;
+	__u64 buf, room;
+	__u32 len = ret;
+
+	buf = ss_user_buffer(&room);
+	if (!buf) {
+		ss_stat_add(SS_STAT_DNS_UNREAD, 1);
+		return;
+	}
+	if (len > room)
+		len = room;
+	if (len > SS_DNS_MAX)
+		len = SS_DNS_MAX;
+	e = bpf_ringbuf_reserve(&ss_dns, sizeof(*e), 0);
+	if (!e) {
+		ss_stat_add(SS_STAT_DNS_LOST, 1);
+		return;
+	}
+	if (bpf_probe_read_user(e->data, len, (void *)buf)) {
+		bpf_ringbuf_discard(e, 0);
+		ss_stat_add(SS_STAT_DNS_UNREAD, 1);
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->cookie = cookie;
+	e->tgid = tgid;
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	e->len = ret;
+	e->captured = len;
+	e->protocol = protocol;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Whether a receive is DNS: its peer is port 53 (the datagram's, for an unconnected socket;
+ * else the socket's, dport in network order). */
+static __always_inline int ss_is_dns(__u16 protocol, __u16 peer_port, __u16 dport)
+{
+	if (protocol != IPPROTO_UDP && protocol != IPPROTO_TCP)
+		return 0;
+	return peer_port ? peer_port == 53 : dport == bpf_htons(53);
+}
+
 /* Count a send that returned ret. sk is a BTF pointer (tp_btf, fexit): direct reads. */
 static __always_inline int ss_on_send(struct sock *sk, int ret)
 {
@@ -532,12 +627,17 @@ static __always_inline int ss_on_recv(struct sock *sk, int ret, int flags)
 	protocol = sk->sk_protocol;
 	/* Read once: the TCP claim and the count both need it (a helper call each time). */
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	int orig = ret; /* what the call returned (the TCP claim may differ) */
 
 	if (ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET)
 		ret = ss_tcp_rx(sk, ret, pid_tgid >> 32);
 	__u8 state = sk->__sk_common.skc_state;
+	__u64 cookie = ss_cookie(sk);
+	__u16 peer_port;
 
-	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_RX, pid_tgid);
+	peer_port = ss_count(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, SS_RX, pid_tgid);
+	if (ss_cfg.dns && family != AF_PACKET && ss_is_dns(protocol, peer_port, sk->__sk_common.skc_dport))
+		ss_dns_capture(sk, cookie, pid_tgid >> 32, orig, protocol);
 	return 0;
 }
 
@@ -681,7 +781,7 @@ static __always_inline int ss_kp_exit(int ret, int dir)
 	struct ss_call *c = bpf_map_lookup_elem(&ss_calls, &id);
 	struct sock *sk;
 	__u64 cookie;
-	__u16 family, protocol;
+	__u16 family, protocol, peer_port;
 
 	if (!c)
 		return 0;
@@ -692,20 +792,27 @@ static __always_inline int ss_kp_exit(int ret, int dir)
 	if (!ss_is_counted(family))
 		goto out;
 	protocol = BPF_CORE_READ(sk, sk_protocol);
+	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (!cookie)
+		cookie = c->sk | SS_COOKIE_FROM_PTR;
 	if (dir == SS_RX) {
 		if (c->flags & MSG_PEEK) {
 			ss_stat_add(SS_STAT_PEEK_SKIPPED, 1);
 			goto out;
 		}
-		if (ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET)
+		if (ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET) {
+			/* Counted at tcp_rcv_space_adjust; only a DNS answer is taken here. */
+			if (ss_cfg.dns && ss_is_dns(protocol, 0, BPF_CORE_READ(sk, __sk_common.skc_dport)))
+				ss_dns_capture(sk, cookie, id >> 32, ret, protocol);
 			goto out;
+		}
 	}
-	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-	if (!cookie)
-		cookie = c->sk | SS_COOKIE_FROM_PTR;
 	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 
-	ss_count(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, dir, id);
+	peer_port = ss_count(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, dir, id);
+	if (dir == SS_RX && ss_cfg.dns && family != AF_PACKET &&
+	    ss_is_dns(protocol, peer_port, BPF_CORE_READ(sk, __sk_common.skc_dport)))
+		ss_dns_capture(sk, cookie, id >> 32, ret, protocol);
 out:
 	bpf_map_delete_elem(&ss_calls, &id);
 	return 0;

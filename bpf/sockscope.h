@@ -118,7 +118,10 @@ enum ss_stat {
 	SS_STAT_PROC_INFO_FULL = 3, /* process facts could not be stored */
 	SS_STAT_PEEK_SKIPPED = 4,   /* MSG_PEEK receives not counted (they would count twice) */
 	SS_STAT_EVENTS_LOST = 5,    /* ring buffer full: open/close events lost */
-	SS_STAT_MAX = 6,
+	SS_STAT_DNS_LOST = 6,       /* DNS ring buffer full: answers not captured */
+	SS_STAT_DNS_UNREAD = 7,     /* answers received by a call whose buffer is not known (recvmmsg,
+				     * io_uring) or could not be read */
+	SS_STAT_MAX = 8,
 };
 
 struct ss_stats {
@@ -130,6 +133,24 @@ struct ss_config {
 	__u32 capture_args;   /* copy argv into ss_proc_info */
 	__u32 tcp_rx_by_seq;  /* TCP receives counted from copied_seq at tcp_rcv_space_adjust (sees
 			       * splice()); else by sock_recv_length alone (cheaper, blind to splice) */
+	__u32 dns;            /* capture what sockets talking to port 53 receive (ss_dns) */
+};
+
+/* DNS answers as the receiving process read them: what a receive call on a UDP or TCP socket
+ * whose peer is port 53 returned, copied from the process's own buffer (user space parses
+ * it; over TCP it is a piece of the stream, with its 2-byte length prefixes). */
+#define SS_DNS_MAX 2048
+
+struct ss_dns_event {
+	__u64 ts_ns;        /* CLOCK_BOOTTIME */
+	__u64 cookie;
+	__u32 tgid;         /* the process that read it */
+	__u32 netns;        /* the socket's network namespace inode */
+	__u32 len;          /* bytes the call returned */
+	__u16 captured;     /* bytes in data: min(len, SS_DNS_MAX) */
+	__u8 protocol;      /* IPPROTO_UDP / IPPROTO_TCP */
+	__u8 pad;
+	__u8 data[SS_DNS_MAX];
 };
 
 #endif /* SOCKSCOPE_H */

@@ -45,6 +45,7 @@ TESTS = [
     "tests/kernel/test_coverage.py",
     "tests/kernel/test_collector.py",
     "tests/kernel/test_commands.py",
+    "tests/kernel/test_names.py",
 ]
 DESELECT = "not low_and_slow and not hundreds_of_short_lived"
 

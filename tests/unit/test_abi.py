@@ -51,6 +51,7 @@ def test_every_shared_struct_is_mirrored(btf: dict[str, dict[str, Any]]) -> None
         "ss_stats",
         "ss_config",
         "ss_event",
+        "ss_dns_event",
     }
     assert shared <= set(btf)
     assert set(abi.MIRRORS) == shared
@@ -75,3 +76,7 @@ def test_the_flow_key_struct_matches_the_mirror() -> None:
     k = abi.FlowKey(cookie=2**63 + 5, tgid=4_000_000, rport=53, raddr=(ctypes.c_uint8 * 16)(*range(16)))
     assert abi.FLOW_KEY.size == ctypes.sizeof(abi.FlowKey)
     assert abi.FLOW_KEY.unpack_from(bytes(k)) == (2**63 + 5, 4_000_000, 53, 0, bytes(range(16)))
+
+
+def test_the_dns_record_head_matches_the_mirror() -> None:
+    assert abi.DNS_HEAD.size == abi.DnsEvent.data.offset

@@ -24,6 +24,10 @@ def test_json_line_shape_and_totals() -> None:
         "lifecycle_events": 0,
         "missed_calls": 0,
         "lifecycle_records": 0,
+        "dns_answers": 0,
+        "dns_unread": 0,
+        "dns_malformed": 0,
+        "names": 0,
     }
     assert d["unattributed"] == {"tx_bytes": 0, "rx_bytes": 0}
     assert d["lifecycle"] == []

@@ -34,6 +34,8 @@ class Stat(IntEnum):
     PROC_INFO_FULL = 3
     PEEK_SKIPPED = 4
     EVENTS_LOST = 5
+    DNS_LOST = 6
+    DNS_UNREAD = 7
 
 
 class EventType(IntEnum):
@@ -41,7 +43,8 @@ class EventType(IntEnum):
     TCP_CLOSE = 2
 
 
-SS_STAT_MAX = 6
+SS_STAT_MAX = 8
+SS_DNS_MAX = 2048
 HOT_SLOTS = 64  # SS_HOT_SLOTS: slots per CPU of the hot-key cache (ss_hot_a, ss_hot_b)
 
 
@@ -138,7 +141,26 @@ class Config(ctypes.Structure):
     _fields_ = [
         ("capture_args", c_uint32),
         ("tcp_rx_by_seq", c_uint32),
+        ("dns", c_uint32),
     ]
+
+
+class DnsEvent(ctypes.Structure):
+    _fields_ = [
+        ("ts_ns", c_uint64),
+        ("cookie", c_uint64),
+        ("tgid", c_uint32),
+        ("netns", c_uint32),
+        ("len", c_uint32),
+        ("captured", c_uint16),
+        ("protocol", c_uint8),
+        ("pad", c_uint8),
+        ("data", c_uint8 * SS_DNS_MAX),
+    ]
+
+
+# The fields before data, unpacked from each record without copying its data twice.
+DNS_HEAD = struct.Struct("=QQIIIHBB")
 
 
 # C struct name -> mirror, for the layout test.
@@ -151,4 +173,5 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "ss_stats": Stats,
     "ss_event": Event,
     "ss_config": Config,
+    "ss_dns_event": DnsEvent,
 }

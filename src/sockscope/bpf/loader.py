@@ -107,6 +107,8 @@ class CollectorOptions:
     # Count TCP receives as advances of copied_seq: exact for splice() too. Off: the receive
     # calls' own return values, a little cheaper, splice() reads from TCP unseen.
     splice: bool = True
+    # Capture the DNS answers processes read (names for their connections: sockscope.names).
+    dns: bool = True
 
 
 def count_groups_for(hooks: str) -> tuple[str, ...]:
@@ -205,6 +207,7 @@ class Collector(Reads):
         self._prev_stats = [0] * abi.SS_STAT_MAX
         self._last_read = 0.0
         self._events: libbpf.RingBuffer | None = None
+        self._dns_events: libbpf.RingBuffer | None = None
         self._absent: dict[str, str] | None = None
         self._kretprobes: Kretprobes | None = None  # the kprobe group's returns (see kretprobes.py)
         self.splice: SpliceClaims | None = None  # ITER, run before each read
@@ -243,7 +246,11 @@ class Collector(Reads):
                 obj.map(name).set_max_entries(self.options.max_flows)
             obj.map("ss_socks").set_max_entries(self.options.max_sockets)
             obj.map("ss_procs").set_max_entries(self.options.max_processes)
-            cfg = abi.Config(capture_args=int(self.options.capture_args), tcp_rx_by_seq=int(self.options.splice))
+            cfg = abi.Config(
+                capture_args=int(self.options.capture_args),
+                tcp_rx_by_seq=int(self.options.splice),
+                dns=int(self.options.dns),
+            )
             obj.map(".rodata").write_initial_value(bytes(cfg))
             obj.load()
         except BaseException:
@@ -323,6 +330,7 @@ class Collector(Reads):
                     statuses += self._attach(obj, aux, cgroup_fd)
                 self._obj = obj
                 self._events = libbpf.RingBuffer(obj.map("ss_events"))
+                self._dns_events = libbpf.RingBuffer(obj.map("ss_dns"))
                 self.group = group.name
                 self.hooks = tried + statuses + aux_failed
                 self._last_read = time.monotonic()
@@ -393,9 +401,10 @@ class Collector(Reads):
 
     def close(self) -> None:
         self._detach()
-        if self._events is not None:
-            self._events.close()
-            self._events = None
+        for ring in (self._events, self._dns_events):
+            if ring is not None:
+                ring.close()
+        self._events = self._dns_events = None
         self._maps.clear()
         if self._obj is not None:
             self._obj.close()

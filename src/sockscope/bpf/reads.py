@@ -13,7 +13,7 @@ from operator import add
 from sockscope.bpf import abi, libbpf
 from sockscope.bpf.kretprobes import Kretprobes
 from sockscope.bpf.splice import SpliceClaims
-from sockscope.collector.model import ConnEvent, Counters, FlowRow, ProcFacts, RawFlow, SockFacts
+from sockscope.collector.model import ConnEvent, Counters, DnsCapture, FlowRow, ProcFacts, RawFlow, SockFacts
 from sockscope.output.safe import decode_untrusted
 
 
@@ -61,6 +61,7 @@ class Reads:
     _prev_stats: list[int]
     _last_read: float
     _events: libbpf.RingBuffer | None
+    _dns_events: libbpf.RingBuffer | None
     _kretprobes: Kretprobes | None
     _prev_missed: int
     splice: SpliceClaims | None
@@ -105,6 +106,17 @@ class Reads:
                     open_ns=e.open_ns,
                 )
             )
+        return out
+
+    def read_dns(self) -> list[DnsCapture]:
+        """DNS answers read by processes since the last call (see ss_dns_event)."""
+        if self._dns_events is None:
+            return []
+        out = []
+        for raw in self._dns_events.consume():
+            ts_ns, cookie, tgid, netns, length, captured, protocol, _ = abi.DNS_HEAD.unpack_from(raw)
+            data = raw[abi.DNS_HEAD.size : abi.DNS_HEAD.size + min(captured, abi.SS_DNS_MAX)]
+            out.append(DnsCapture(ts_ns, cookie, tgid, netns, protocol, length, bytes(data)))
         return out
 
     def read_flows(self) -> tuple[float, list[FlowRow], Counters]:
@@ -190,6 +202,8 @@ class Reads:
             proc_info_full=d[s.PROC_INFO_FULL],
             peek_skipped=d[s.PEEK_SKIPPED],
             events_lost=d[s.EVENTS_LOST],
+            dns_lost=d[s.DNS_LOST],
+            dns_unread=d[s.DNS_UNREAD],
         )
 
     def sock_facts(self, cookie: int) -> SockFacts | None:

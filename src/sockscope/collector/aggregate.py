@@ -125,8 +125,13 @@ def _connection(facts: SockFacts | None, cookie: int, raddr: bytes, rport: int) 
 
 
 _CONN_FIELDS = tuple(f.name for f in dataclasses.fields(ConnectionSample))
-# (trusted until, the connection's key, its fields before any byte is added, the facts they were made from)
-Made = tuple[float, ConnKey, tuple[object, ...], SockFacts | None]
+# A peer's name: (the name asked for, its CNAME chain, where it came from).
+Named = tuple[str, tuple[str, ...], str]
+# (netns, tgid, peer address) -> its name, if any process resolved it
+Namer = Callable[[int, int, bytes], Named | None]
+# (trusted until, the connection's key, its fields before any byte is added, the facts and the
+# name they were made from)
+Made = tuple[float, ConnKey, tuple[object, ...], SockFacts | None, Named | None]
 
 
 class Templates:
@@ -136,25 +141,31 @@ class Templates:
     (spread per socket) without asking for the socket's facts; then made again only if the facts
     are another object. At most `limit` kept (oldest first out)."""
 
-    def __init__(self, limit: int, ttl: float = 5.0) -> None:
+    def __init__(self, limit: int, ttl: float = 5.0, namer: Namer | None = None) -> None:
         self.made: FifoDict[ConnKey, Made] = FifoDict(limit)
         self.ttl = ttl
+        self.namer = namer
 
     def forget(self, cookie: int) -> None:
         """The socket's facts changed (a TCP open or close): ask again next time."""
         self.made.pop((cookie, NO_ADDR, 0), None)
 
-    def make(self, raw: ConnKey, facts: SockFacts | None, old: Made | None, now: float) -> Made:
+    def make(self, raw: ConnKey, facts: SockFacts | None, old: Made | None, now: float, tgid: int) -> Made:
         cookie, raddr, rport = raw
-        if old is not None and old[3] is facts:
+        if raddr == NO_ADDR:  # a connected socket's peer is in its facts
+            raddr, rport = (facts.raddr, facts.rport) if facts is not None else (NO_ADDR, 0)
+        named = None
+        if self.namer is not None and not is_unspecified(raddr):
+            named = self.namer(facts.netns if facts is not None else 0, tgid, raddr)
+        if old is not None and old[3] is facts and old[4] == named:
             key, fields = old[1], old[2]
         else:
-            if raddr == NO_ADDR:  # a connected socket's peer is in its facts
-                raddr, rport = (facts.raddr, facts.rport) if facts is not None else (NO_ADDR, 0)
             key = (cookie, raddr, rport)
             conn = _connection(facts, cookie, raddr, rport)
+            if named is not None:
+                conn.name, conn.cname, conn.name_source = named
             fields = tuple(getattr(conn, f) for f in _CONN_FIELDS)
-        made = self.made[raw] = (now + self.ttl * (0.5 + cookie % 997 / 997), key, fields, facts)
+        made = self.made[raw] = (now + self.ttl * (0.5 + cookie % 997 / 997), key, fields, facts, named)
         return made
 
 
@@ -178,7 +189,7 @@ def build_processes(
         raw = (cookie, raddr, rport)
         made = made_of(raw)
         if made is None or now >= made[0]:
-            made = templates.make(raw, sock_facts(cookie), made, now)
+            made = templates.make(raw, sock_facts(cookie), made, now, tgid)
         conns = by_proc.get(tgid)
         if conns is None:
             conns = by_proc[tgid] = {}

@@ -7,13 +7,14 @@ import time
 from dataclasses import replace
 
 from sockscope.bpf.loader import Collector, CollectorOptions, HookStatus, cgroup2_root
-from sockscope.collector.aggregate import Templates, build_processes
+from sockscope.collector.aggregate import Named, Templates, build_processes
 from sockscope.collector.cgroups import CgroupPaths
 from sockscope.collector.identity import ProcessIdentity, ProcessResolver
 from sockscope.collector.lifecycle import LifecycleTracker
 from sockscope.collector.model import Interval, SockFacts
 from sockscope.collector.source import Source
 from sockscope.lru import FifoDict
+from sockscope.names.cache import NameCache
 
 # Facts of sockets, as last read from the kernel's map: the newest this many. They are read again
 # every FACTS_REFRESH seconds on average (a UDP socket that connect()s changes state); a TCP
@@ -39,7 +40,9 @@ class BpfSource(Source):
         # Last facts seen per socket: a socket evicted from the kernel's LRU map keeps its endpoints.
         self._socks: FifoDict[int, tuple[float, SockFacts | None]] = FifoDict(SOCK_FALLBACK)
         self._now = 0.0
-        self._templates = Templates(SOCK_FALLBACK)
+        self.names = NameCache()
+        self._templates = Templates(SOCK_FALLBACK, namer=self._name)
+        self._name_stats = (0, 0)
         self._forgotten = 0
 
     @property
@@ -66,6 +69,13 @@ class BpfSource(Source):
         self._socks[cookie] = (self._now + period * (0.5 + cookie % 997 / 997), facts)
         return facts
 
+    def _name(self, netns: int, tgid: int, addr: bytes) -> Named | None:
+        n = self.names.lookup(netns, tgid, addr, self._parent)
+        return None if n is None else (n.name, n.chain, n.source)
+
+    def _parent(self, tgid: int) -> int | None:
+        return self._identity(tgid).ppid
+
     def _identity(self, tgid: int) -> ProcessIdentity:
         return self.resolver.resolve(self.collector.proc_facts(tgid), tgid)
 
@@ -83,6 +93,7 @@ class BpfSource(Source):
 
     def _read(self) -> Interval:
         events = self.collector.read_events()  # first: a close read now has all its bytes in this drain
+        self.names.learn(self.collector.read_dns())  # before the connections they name
         self._now = time.monotonic()
         for e in events:  # its state changed: read its facts afresh
             known = self._socks.get(e.cookie)
@@ -109,6 +120,11 @@ class BpfSource(Source):
         )
         iv.lifecycle = self.lifecycle.update(iv, events)
         forgotten, self._forgotten = self.lifecycle.forgotten - self._forgotten, self.lifecycle.forgotten
-        if forgotten:
-            iv.counters = replace(iv.counters, lifecycle_forgotten=forgotten)
+        st = self.names.stats
+        malformed, evicted = st.malformed - self._name_stats[0], st.evicted - self._name_stats[1]
+        self._name_stats = (st.malformed, st.evicted)
+        if forgotten or malformed or evicted:
+            iv.counters = replace(
+                iv.counters, lifecycle_forgotten=forgotten, dns_malformed=malformed, names_evicted=evicted
+            )
         return iv

@@ -85,6 +85,24 @@ class Counters:
     calls_missed: int = 0
     # user space: connections the lifecycle tracker let go at its bound (their end goes unreported)
     lifecycle_forgotten: int = 0
+    dns_malformed: int = 0  # user space: captured answers that did not parse (never a name)
+    names_evicted: int = 0  # user space: names let go at the name cache's bound
+    dns_lost: int = 0  # DNS answers the kernel could not hand over (its ring buffer was full)
+    dns_unread: int = 0  # DNS answers read by a call whose buffer is not known (recvmmsg, io_uring)
+
+
+@dataclass(frozen=True, slots=True)
+class DnsCapture:
+    """What a process read from a socket whose peer is port 53 (a DNS answer, or over TCP a piece
+    of the stream), as the kernel copied it from the process's buffer."""
+
+    ts_ns: int  # CLOCK_BOOTTIME
+    cookie: int
+    tgid: int
+    netns: int
+    protocol: int  # 17 UDP, 6 TCP
+    length: int  # what the call returned; data holds at most SS_DNS_MAX of it
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +142,9 @@ class ConnectionSample:
     initiator: str | None = None
     counts: str = "payload"  # what one byte is: see COUNTS in aggregate.py
     ifindex: int | None = None
+    name: str | None = None  # the peer's name, as the program asked for it (DNS answers it read)
+    cname: tuple[str, ...] = ()  # the CNAME chain from that name to the peer's address
+    name_source: str | None = None  # "process" (its own or a parent's lookup) or "namespace"
 
 
 @dataclass(slots=True)

@@ -32,6 +32,9 @@ def connection_dict(c: ConnectionSample) -> dict[str, Any]:
         "initiator": c.initiator,
         "netns": c.netns,
         "cookie": c.cookie,
+        "name": c.name,
+        "cname": list(c.cname),
+        "name_source": c.name_source,
     }
 
 
@@ -113,6 +116,10 @@ def _interval_head(iv: Interval) -> dict[str, Any]:
             "lifecycle_events": c.events_lost,
             "missed_calls": c.calls_missed,
             "lifecycle_records": c.lifecycle_forgotten,
+            "dns_answers": c.dns_lost,
+            "dns_unread": c.dns_unread,
+            "dns_malformed": c.dns_malformed,
+            "names": c.names_evicted,
         },
         "peek_skipped": c.peek_skipped,
     }
@@ -126,16 +133,18 @@ def _dumps(obj: object) -> str:
 # A connection's fields other than its counters, as JSON, per socket: they change rarely, and
 # encoding them was most of the line's cost (tens of thousands of connections a second).
 _STATIC = ("proto", "family", "laddr", "lport", "raddr", "rport", "state", "counts", "ifindex", "v4mapped",
-           "initiator", "netns", "cookie")  # fmt: skip
+           "initiator", "netns", "cookie", "name", "cname", "name_source")  # fmt: skip
 _fragments: FifoDict[tuple[object, ...], str] = FifoDict(32768)
 
 
 def _connection_json(c: ConnectionSample) -> str:
     static = (c.proto, c.family, c.laddr, c.lport, c.raddr, c.rport, c.state, c.counts, c.ifindex, c.v4mapped,
-              c.initiator, c.netns, c.cookie)  # fmt: skip
+              c.initiator, c.netns, c.cookie, c.name, c.cname, c.name_source)  # fmt: skip
     frag = _fragments.get(static)
     if frag is None:
-        frag = _fragments[static] = _dumps(dict(zip(_STATIC, static, strict=True)))[1:-1]
+        d: dict[str, object] = dict(zip(_STATIC, static, strict=True))
+        d["cname"] = list(c.cname)
+        frag = _fragments[static] = _dumps(d)[1:-1]
     return f'{{{frag},"tx_bytes":{c.tx_bytes},"rx_bytes":{c.rx_bytes},"tx_calls":{c.tx_calls},"rx_calls":{c.rx_calls}}}'
 
 

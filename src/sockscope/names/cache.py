@@ -1,0 +1,82 @@
+"""Which name each process got for each address, from the DNS answers it read.
+
+A connection takes the name its own process received for its peer, else its parent's (a
+lookup done before fork()), else the newest any process in its network namespace received.
+Bounded: the least lately learned go first, counted in `evicted`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sockscope.collector.model import DnsCapture
+from sockscope.lru import LruDict
+from sockscope.names.dns import Resolved, TcpStreams, parse_answer
+
+IPPROTO_TCP = 6
+MAX_NAMES = 8192  # per kind of record (per process, per namespace)
+PARENT_HOPS = 3  # how far up the parents a lookup done before fork() is looked for
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    name: str  # as the program asked for it
+    chain: tuple[str, ...]  # CNAME chain from it to the address
+    ttl: int
+    tgid: int  # the process that received the answer
+    source: str  # "process" (its own or a parent's lookup) or "namespace"
+
+
+@dataclass(slots=True)
+class NameStats:
+    answers: int = 0
+    malformed: int = 0  # answers that did not parse: counted, never a name
+    evicted: int = 0  # names let go at the bound
+
+
+class NameCache:
+    def __init__(self, limit: int = MAX_NAMES) -> None:
+        self._proc: LruDict[tuple[int, bytes, int], Resolved] = LruDict(limit)
+        self._ns: LruDict[tuple[int, bytes], tuple[Resolved, int]] = LruDict(limit)
+        self._tcp = TcpStreams()
+        self.stats = NameStats()
+
+    @property
+    def tcp_broken(self) -> int:
+        return self._tcp.broken
+
+    def learn(self, captures: Iterable[DnsCapture]) -> None:
+        for cap in captures:
+            if cap.protocol == IPPROTO_TCP:
+                for wire in self._tcp.feed(cap.cookie, cap.data, len(cap.data) == cap.length):
+                    self._learn_one(cap, wire)
+            else:
+                self._learn_one(cap, cap.data)  # longer than the kernel copies: it fails to parse, counted
+
+    def _learn_one(self, cap: DnsCapture, wire: bytes) -> None:
+        self.stats.answers += 1
+        resolved = parse_answer(wire)
+        if resolved is None:
+            self.stats.malformed += 1
+            return
+        before = self._proc.evicted + self._ns.evicted
+        for r in resolved:
+            self._proc[(cap.netns, r.addr, cap.tgid)] = r
+            self._ns[(cap.netns, r.addr)] = (r, cap.tgid)
+        self.stats.evicted += self._proc.evicted + self._ns.evicted - before
+
+    def lookup(self, netns: int, tgid: int, addr: bytes, parent: Callable[[int], int | None]) -> Name | None:
+        """The name for a connection of `tgid` to `addr` (16 bytes, v4-mapped for IPv4)."""
+        pid: int | None = tgid
+        for _ in range(1 + PARENT_HOPS):
+            if pid is None or pid <= 1:
+                break
+            r = self._proc.get((netns, addr, pid))
+            if r is not None:
+                return Name(r.name, r.chain, r.ttl, pid, "process")
+            pid = parent(pid)
+        found = self._ns.get((netns, addr))
+        if found is None:
+            return None
+        r, who = found
+        return Name(r.name, r.chain, r.ttl, who, "namespace")

@@ -1,0 +1,178 @@
+"""Names from DNS answers (issue 13): a DNS server of the test's own in a network namespace,
+clients resolving through it (glibc's getaddrinfo with a private /etc/resolv.conf, or queries
+of their own over UDP and TCP), then connecting: each connection shows the name its process
+asked for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sockscope.collector.bpf_source import BpfSource
+from sockscope.collector.model import ConnectionSample, Interval
+from tests.kernel.conftest import REPO, Netns, Traffic
+
+API, EDGE, OTHER = "api.sockscope.test", "edge.sockscope.test", "other.sockscope.test"
+
+
+class DnsTool:
+    """tests/kernel/dns_tools.py running (the server, or a client)."""
+
+    def __init__(self, name: str, *args: str, prefix: list[str] | None = None) -> None:
+        cmd = [*(prefix or []), sys.executable, "-m", "tests.kernel.dns_tools", "--name", name, *args]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+
+    def line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        text = self.proc.stdout.readline()
+        if not text:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise AssertionError(f"dns tool ended early: {err}")
+        return dict(json.loads(text))
+
+    def wait(self) -> dict[str, Any]:
+        done = self.line()
+        assert self.proc.wait(timeout=60) == 0, self.proc.stderr.read() if self.proc.stderr else ""
+        return done
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def server(netns: Netns, bind: str, *extra: str) -> DnsTool:
+    records = [f"{API}=CNAME:{EDGE}", f"{EDGE}=A:{netns.peer4}", f"{EDGE}=AAAA:{netns.peer6}",
+               f"{OTHER}=A:{netns.peer4}"]  # fmt: skip
+    srv = DnsTool("ss-dns-srv", "server", "--bind", bind, *(f"--record={r}" for r in records), *extra,
+                  prefix=netns.exec_prefix())  # fmt: skip
+    assert srv.line()["ready"]
+    return srv
+
+
+@pytest.fixture
+def dns4(netns: Netns) -> Iterator[DnsTool]:
+    srv = server(netns, netns.peer4)
+    try:
+        yield srv
+    finally:
+        srv.kill()
+
+
+@pytest.fixture
+def resolv(netns: Netns) -> Iterator[list[str]]:
+    """A prefix that runs a command with /etc/resolv.conf naming the test's server (a mount
+    namespace of its own), and hosts looked up in files, then DNS."""
+    d = Path(tempfile.mkdtemp(prefix="sockscope-dns-"))
+    (d / "resolv.conf").write_text(f"nameserver {netns.peer4}\noptions timeout:3 attempts:2\n")
+    (d / "nsswitch.conf").write_text("hosts: files dns\n")
+    script = (f"mount --bind {d}/resolv.conf /etc/resolv.conf && "
+              f"mount --bind {d}/nsswitch.conf /etc/nsswitch.conf && exec \"$@\"")  # fmt: skip
+    try:
+        yield ["unshare", "-m", "sh", "-c", script, "sh"]
+    finally:
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+
+
+@pytest.fixture
+def target(netns: Netns) -> Iterator[tuple[Traffic, int]]:
+    srv = Traffic("ss-n-target", "tcp-server", "--bind", "::", "--accept", "2", "--reply", "0",
+                  prefix=netns.exec_prefix())  # fmt: skip
+    try:
+        yield srv, srv.line()["port"]
+    finally:
+        srv.kill()
+
+
+def reads(source: BpfSource, n: int = 2) -> list[Interval]:
+    import time
+
+    time.sleep(0.2)
+    return [source.read() for _ in range(n)]
+
+
+def conns(ivs: list[Interval], pid: int, port: int) -> list[ConnectionSample]:
+    return [c for iv in ivs for p in iv.processes if p.pid == pid for c in p.connections if c.rport == port]
+
+
+def named(c: ConnectionSample) -> tuple[str | None, tuple[str, ...], str | None]:
+    return c.name, c.cname, c.name_source
+
+
+def test_getaddrinfo_over_udp_names_the_connection_with_its_cname_chain(
+    source: BpfSource, netns: Netns, dns4: DnsTool, resolv: list[str], target: tuple[Traffic, int]
+) -> None:
+    _, port = target
+    cli = DnsTool("ss-gai", "client", "--getaddrinfo", API, "--connect-port", str(port), "--send", "1000",
+                  prefix=resolv)  # fmt: skip
+    done = cli.wait()
+    assert done["addr"] == netns.peer4
+    found = conns(reads(source), done["pid"], port)
+    assert found and {named(c) for c in found} == {(API, (EDGE,), "process")}
+    assert sum(c.tx_bytes for c in found) == 1000
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("rtype", ["A", "AAAA"])
+def test_a_query_of_its_own_names_the_connection(
+    source: BpfSource, netns: Netns, dns4: DnsTool, target: tuple[Traffic, int], transport: str, rtype: str
+) -> None:
+    _, port = target
+    extra = ["--tcp"] if transport == "tcp" else []
+    cli = DnsTool("ss-q", "client", "--query", API, "--server", netns.peer4, "--type", rtype, *extra,
+                  "--connect-port", str(port), "--send", "10")  # fmt: skip
+    done = cli.wait()
+    assert done["addr"] == (netns.peer4 if rtype == "A" else netns.peer6)
+    found = conns(reads(source), done["pid"], port)
+    assert found and {named(c) for c in found} == {(API, (EDGE,), "process")}
+
+
+def test_two_processes_two_names_one_address(
+    source: BpfSource, netns: Netns, dns4: DnsTool, target: tuple[Traffic, int]
+) -> None:
+    _, port = target
+    a = DnsTool("ss-q-a", "client", "--query", API, "--server", netns.peer4, "--connect-port", str(port), "--send", "5")
+    b = DnsTool(
+        "ss-q-b", "client", "--query", OTHER, "--server", netns.peer4, "--connect-port", str(port), "--send", "5"
+    )
+    da, db = a.wait(), b.wait()
+    ivs = reads(source)
+    assert {named(c) for c in conns(ivs, da["pid"], port)} == {(API, (EDGE,), "process")}
+    assert {named(c) for c in conns(ivs, db["pid"], port)} == {(OTHER, (), "process")}
+
+
+def test_resolved_before_fork_names_the_childs_connection(
+    source: BpfSource, netns: Netns, dns4: DnsTool, target: tuple[Traffic, int]
+) -> None:
+    _, port = target
+    cli = DnsTool("ss-q-fork", "client", "--query", API, "--server", netns.peer4, "--fork",
+                  "--connect-port", str(port), "--send", "5")  # fmt: skip
+    done = cli.wait()
+    assert done["pid"] != cli.pid  # the child connected
+    found = conns(reads(source), done["pid"], port)
+    assert found and {named(c) for c in found} == {(API, (EDGE,), "process")}
+
+
+@pytest.mark.parametrize("mode", ["random", "truncated", "loop", "counts"])
+def test_hostile_answers_give_no_name_and_are_counted(
+    source: BpfSource, netns: Netns, target: tuple[Traffic, int], mode: str
+) -> None:
+    srv = server(netns, netns.peer4, "--hostile", mode)
+    try:
+        cli = DnsTool("ss-q-bad", "client", "--query", API, "--server", netns.peer4)
+        assert cli.proc.wait(timeout=60) != 0  # dnspython refuses the answer too
+    finally:
+        srv.kill()
+    ivs = reads(source)
+    assert sum(iv.counters.dns_malformed for iv in ivs) >= 1
+    assert not [c for iv in ivs for p in iv.processes for c in p.connections if c.name]
