@@ -10,14 +10,24 @@ T0 = 1_700_000_000.0
 
 HOSTILE_COMM = "[red]x[/red]"
 HOSTILE_CMDLINE = "evil \x1b[2J\x1b[31mRED \x07bell \udcff-bytes [bold]b[/bold]"
+HOSTILE_NAME = "\x1b]0;pwn\x07[b]irc[/b].example"
 
 
 def _conn(
-    proto: str, lport: int, raddr: str, rport: int | None, tx: int, rx: int, cookie: int, state: str | None
+    proto: str,
+    lport: int,
+    raddr: str,
+    rport: int | None,
+    tx: int,
+    rx: int,
+    cookie: int,
+    state: str | None,
+    name: str | None = None,
 ) -> ConnectionSample:
     return ConnectionSample(
         proto=proto, family=6 if ":" in raddr else 4, laddr="fd00::1" if ":" in raddr else "198.18.0.1",
         lport=lport, raddr=raddr, rport=rport, state=state, tx_bytes=tx, rx_bytes=rx, cookie=cookie,
+        name=name, name_source="process" if name else None,
     )  # fmt: skip
 
 
@@ -36,7 +46,8 @@ def step(i: int) -> Interval:
     procs = [
         _proc(
             4242, "curl", "curl -O https://198.18.0.2/big.iso", "alice", "session-2.scope",
-            [_conn("tcp", 40001, "198.18.0.2", 443, 1_000 + i, 2_000_000 + 1000 * i, 11, "ESTABLISHED")],
+            [_conn("tcp", 40001, "198.18.0.2", 443, 1_000 + i, 2_000_000 + 1000 * i, 11, "ESTABLISHED",
+                   "mirror.example.org")],
         ),
         _proc(
             53, "resolved", "/lib/systemd/systemd-resolved", "systemd-resolve", "systemd-resolved.service",
@@ -44,7 +55,7 @@ def step(i: int) -> Interval:
         ),
         _proc(
             999, HOSTILE_COMM, HOSTILE_CMDLINE, "mallory", None,
-            [_conn("tcp", 40002, "198.18.0.66", 6667, 300, 30, 33, "ESTABLISHED")],
+            [_conn("tcp", 40002, "198.18.0.66", 6667, 300, 30, 33, "ESTABLISHED", HOSTILE_NAME)],
         ),
     ]  # fmt: skip
     if i < 2:

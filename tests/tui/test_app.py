@@ -182,7 +182,13 @@ def test_selection_shows_connections_and_graph() -> None:
     async def body(pilot: Any) -> None:
         await _fed(pilot, app, 4)
         assert app.selected is not None and app.selected[0] == 4242  # the busiest, at first
+        assert _column(app, "conns", 2) == ["mirror.example.org:443"]  # the name curl resolved
+        await pilot.press("n")
+        await pilot.pause()
         assert _column(app, "conns", 2) == ["198.18.0.2:443"]
+        await pilot.press("n")
+        await pilot.pause()
+        assert _column(app, "conns", 2) == ["mirror.example.org:443"]
         tx = app.query_one("#graph-tx", Sparkline).data
         rx = app.query_one("#graph-rx", Sparkline).data
         assert tx is not None and rx is not None
@@ -251,6 +257,11 @@ def test_hostile_names_are_shown_literally() -> None:
         cell = _table(app, "procs").get_row_at(row)[2]
         assert isinstance(cell, Text) and cell.spans == [] and cell.style == ""
         assert HOSTILE_CMDLINE not in text  # the raw bytes never reach the screen
+        await pilot.press("slash", *"irc", "enter")  # a peer's name is filtered on too
+        await pilot.pause()
+        assert len(_programs(app)) == 1 and "evil" in _programs(app)[0]  # (command lines shown)
+        conns = _column(app, "conns", 2)
+        assert conns == ["\\x1b]0;pwn\\x07[b]irc[/b].example:6667"] and "\x1b" not in "".join(conns)
 
     run(app, body)
 

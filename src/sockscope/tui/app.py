@@ -75,11 +75,12 @@ sockscope top: who uses the network, live
   Tab             move between the process and connection tables
   s / S           sort by the next / previous column (click a header too)
   o               reverse the order
-  /               filter: program, command line, user, unit, address or port
+  /               filter: program, command line, user, unit, name, address or port
   Esc             clear the filter
   p  Space        pause the display (counting goes on)
   b               bytes or bits per second
   c               program name or full command line
+  n               peers by name (as the program resolved it) or by address
   t               time range: live, 1 h, 24 h, 7 d, typed (from the daemon's database)
   ?               this help
   q               quit
@@ -153,6 +154,7 @@ class TopApp(App[int]):
         Binding("p,space", "pause", "pause"),
         Binding("b", "bits", "bits"),
         Binding("c", "cmdline", "cmdline"),
+        Binding("n", "names", "names"),
         Binding("t", "range", "range"),
     ]
 
@@ -172,6 +174,7 @@ class TopApp(App[int]):
         self.paused = False
         self.bits = options.bits
         self.show_cmdline = False
+        self.show_names = True  # a peer's name (from DNS) instead of its address, where known
         self.range_index = 0
         self.range: tuple[float, float] | None = None  # a past range on screen, else live
         self.selected: ProcKey | None = None
@@ -383,7 +386,7 @@ class TopApp(App[int]):
         for c in connection_rows(row):
             style = "dim" if c.closed else ""
             conns.add_row(
-                *(Text(v, style=style) for v in _conn_cells(c, now)),
+                *(Text(v, style=style) for v in _conn_cells(c, now, self.show_names)),
                 key=f"{c.key[0]}|{c.key[1]}|{c.key[2]}|{c.key[3]}",
             )
         tx, rx = self._graph_data(row)
@@ -464,6 +467,10 @@ class TopApp(App[int]):
 
     def action_cmdline(self) -> None:
         self.show_cmdline = not self.show_cmdline
+        self.refresh_view()
+
+    def action_names(self) -> None:
+        self.show_names = not self.show_names
         self.refresh_view()
 
     def action_help(self) -> None:
@@ -568,11 +575,12 @@ def _endpoint(addr: str | None, port: int | None) -> str:
     return host if port is None else f"{host}:{port}"
 
 
-def _conn_cells(c: ConnRow, now: float) -> tuple[str, ...]:
+def _conn_cells(c: ConnRow, now: float, names: bool = True) -> tuple[str, ...]:
+    remote = f"{printable(c.name)}:{c.rport}" if names and c.name and c.rport is not None else None
     return (
         c.proto,
         _endpoint(c.laddr, c.lport),
-        _endpoint(c.raddr, c.rport),
+        remote or (printable(c.name) if names and c.name else _endpoint(c.raddr, c.rport)),
         printable(c.state) if c.state else ("closed" if c.closed else "-"),
         human_bytes(c.tx_total),
         human_bytes(c.rx_total),

@@ -40,6 +40,7 @@ class ConnRow:
     tx_rate: float = 0.0
     rx_rate: float = 0.0
     closed_at: float | None = None  # when it ended (a TCP close, a UDP flow's idle end)
+    name: str | None = None  # the peer's name, from the DNS answers its process read
 
     @property
     def closed(self) -> bool:
@@ -197,6 +198,8 @@ class TopState:
             row.connections[key] = conn
         elif conn.closed and (c.tx_bytes or c.rx_bytes):
             conn.closed_at = None  # a UDP flow that came back
+        if c.name is not None:
+            conn.name = c.name
         return conn
 
     def _ended(self, iv: Interval) -> None:
@@ -246,7 +249,7 @@ DESCENDING_FIRST = frozenset({"send", "receive", "rate", "sent", "received", "to
 
 def matches(row: ProcRow, query: str) -> bool:
     """Case-insensitive substring of the program, command line, executable, user, unit or
-    container, or of a connection's address or port ("443", "10.0.0.7", ":53")."""
+    container, or of a connection's peer name, address or port ("github", "443", "10.0.0.7", ":53")."""
     q = query.strip().lower()
     if not q:
         return True
@@ -254,6 +257,8 @@ def matches(row: ProcRow, query: str) -> bool:
     if any(f is not None and q in f.lower() for f in fields):
         return True
     for c in row.connections.values():
+        if c.name is not None and q in c.name.lower():
+            return True
         for addr, port in ((c.raddr, c.rport), (c.laddr, c.lport)):
             endpoint = f"{addr or ''}:{port if port is not None else ''}".lower()
             if q in endpoint or (port is not None and q == str(port)):
