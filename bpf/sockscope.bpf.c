@@ -553,7 +553,7 @@ static __always_inline void ss_dns_capture(struct sock *sk, __u64 cookie, __u32 
 {
 	struct ss_dns_event *e;
 	__u64 buf, room;
-	__u32 len = ret;
+	__u64 len = (__u32)ret; /* 64-bit all through: older verifiers lose a 32-bit bound here */
 
 	buf = ss_user_buffer(&room);
 	if (!buf) {
