@@ -32,6 +32,7 @@ class Conn(NamedTuple):
     initiator: str | None
     netns: int = 0
     counts: str = "payload"
+    name: str | None = None  # the peer's name, from DNS
 
 
 def interval_of(
@@ -82,6 +83,9 @@ def interval_of(
                 netns=c.netns,
                 initiator=c.initiator,
                 counts=c.counts,
+                name=c.name,
+                cname=("edge.example.net",) if c.name else (),
+                name_source="process" if c.name else None,
             )
         )
     return Interval(

@@ -21,8 +21,9 @@ GROUP_FIELDS: dict[str, tuple[str, ...]] = {
     "user": ("uid", "user"),
     "unit": ("unit",),
     "remote": ("raddr",),
+    "host": ("host",),
     "port": ("proto", "port"),
-    "connection": ("pid", "comm", "proto", "laddr", "lport", "raddr", "rport", "start", "end", "duration"),
+    "connection": ("pid", "comm", "proto", "laddr", "lport", "raddr", "rport", "name", "start", "end", "duration"),
 }
 
 BYTE_COLUMNS: tuple[str, ...] = ("tx_bytes", "rx_bytes", "total_bytes")
@@ -164,6 +165,8 @@ _HEADINGS = {
     "uid": "UID",
     "unit": "UNIT",
     "raddr": "REMOTE",
+    "host": "HOST",
+    "name": "NAME",
     "proto": "PROTO",
     "port": "PORT",
     "laddr": "LOCAL",

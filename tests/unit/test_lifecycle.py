@@ -137,3 +137,17 @@ def test_a_close_reported_once_even_if_the_event_came_twice() -> None:
     closes = t.update(iv(1003.0), [])
     assert [(e.event, e.tx_bytes, e.rx_bytes) for e in closes] == [("tcp_close", 10, 20)]
     assert t.update(iv(1004.0), []) == [] and len(t) == 0
+
+
+def test_a_connections_name_goes_into_its_lifecycle_events() -> None:
+    t = LifecycleTracker(udp_idle=60.0, to_wall=wall)
+    c = tcp_conn(7, 10, 20)
+    c.name, c.cname, c.name_source = "api.example.com", ("edge.example.net",), "process"
+    [opened] = t.update(iv(1001.0, proc(5, "curl", c)), [event("open", 1.0)])
+    t.update(iv(1002.0), [event("close", 1.5)])
+    [closed] = t.update(iv(1003.0), [])
+    for e in (opened, closed):
+        assert (e.name, e.cname, e.name_source) == ("api.example.com", ("edge.example.net",), "process")
+    u = udp_conn(9, "198.18.0.53", 40)
+    [ended] = [e for e in (t.update(iv(1004.0, proc(4, "dig", u)), []) + t.update(iv(1100.0), []))]
+    assert ended.event == "udp_end" and ended.name is None

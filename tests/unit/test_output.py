@@ -60,11 +60,15 @@ def test_json_line_is_the_interval_dict_whatever_the_fields_hold() -> None:
     p = process(10, "curl", 100, 7)
     c = p.connections[0]
     c.raddr, c.state, c.initiator, c.ifindex, c.v4mapped = '"\\\x1b\u2028', None, "local", 3, True
+    c.name, c.cname, c.name_source = "\x1b]0;pwn\x07\udcff[b]", ("<script>\\", "b"), "process"
     q = process(11, "dig", 5, 50)
     q.connections[0].laddr = "fd00::1"
     iv = interval([p, q])
     for _ in range(2):  # the second time from the cached fragments
         assert json.loads(jsonl.interval_line(iv)) == jsonl.interval_dict(iv)
+    line = jsonl.interval_line(iv)
+    assert line.isascii() and "\x1b" not in line and "\x07" not in line
+    assert json.loads(line)["processes"][0]["connections"][0]["cname"] == ["<script>\\", "b"]
     c.tx_bytes += 1  # counters are never cached
     assert json.loads(jsonl.interval_line(iv))["processes"][0]["connections"][0]["tx_bytes"] == 101
     assert json.loads(jsonl.interval_line(interval([]))) == jsonl.interval_dict(interval([]))

@@ -128,9 +128,11 @@ def test_group_fields() -> None:
         "user": ("uid", "user"),
         "unit": ("unit",),
         "remote": ("raddr",),
+        "host": ("host",),
         "port": ("proto", "port"),
-        "connection": ("pid", "comm", "proto", "laddr", "lport", "raddr", "rport", "start", "end", "duration"),
-    }
+        "connection": ("pid", "comm", "proto", "laddr", "lport", "raddr", "rport", "name", "start", "end",
+                       "duration"),
+    }  # fmt: skip
 
 
 def _conn(**key: object) -> dict[str, object]:
@@ -257,7 +259,7 @@ def test_csv_connection_times_and_verbatim_bytes() -> None:
     rows = [ReportRow(_conn(comm="\x1b[2J\udcff", duration=4.25), 3, 4)]
     text = to_csv(rows, "connection")
     assert text.splitlines()[1] == (
-        '42,"\x1b[2J\udcff","tcp","10.0.0.2",50000,"2001:db8::1",22,"2026-11-24T13:05:10.123+00:00","",4.25,3,4,7'
+        '42,"\x1b[2J\udcff","tcp","10.0.0.2",50000,"2001:db8::1",22,"","2026-11-24T13:05:10.123+00:00","",4.25,3,4,7'
     )
     # Undecodable bytes come back as the same bytes when written with surrogateescape.
     assert b'"\x1b[2J\xff"' in text.encode("utf-8", "surrogateescape")
@@ -399,7 +401,9 @@ def test_empty_report_message() -> None:
 
 @pytest.mark.parametrize("render", [to_json, to_csv, to_table])
 def test_unknown_grouping(render: object) -> None:
-    with pytest.raises(ValueError, match=r"unknown grouping 'pid'.*process, exe, user, unit, remote, port, connection"):
+    with pytest.raises(
+        ValueError, match=r"unknown grouping 'pid'.*process, exe, user, unit, remote, host, port, connection"
+    ):
         render([ReportRow({}, 0, 0)], "pid")  # type: ignore[operator]
 
 

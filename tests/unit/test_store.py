@@ -175,7 +175,7 @@ CURL = Proc(101, "curl", "/usr/bin/curl", "curl -s https://x", 1000, "alice", "u
 DNSMASQ = Proc(202, "dnsmasq", None, "dnsmasq -k", 0, "root", "dnsmasq.service")
 CONNS = {
     # a TCP connection the peer opened, so its port is the local one
-    "tcp": Conn(CURL, "tcp", "10.0.0.1", 8443, "203.0.113.5", 51000, 11, "remote"),
+    "tcp": Conn(CURL, "tcp", "10.0.0.1", 8443, "203.0.113.5", 51000, 11, "remote", name="api.example.com"),
     # an unconnected UDP socket talking to two peers (same address, two ports)
     "udp_a": Conn(DNSMASQ, "udp", "0.0.0.0", 53, "10.0.0.7", 5353, 22, None),
     "udp_b": Conn(DNSMASQ, "udp", "0.0.0.0", 53, "10.0.0.7", 5354, 22, None),
@@ -288,7 +288,7 @@ def test_new_database_mode_schema_and_wal(tmp_path: Path) -> None:
         wal = Path(str(path) + "-wal")
         assert wal.exists()
         assert stat.S_IMODE(wal.stat().st_mode) == 0o640  # the WAL holds the same command lines
-        assert _meta(writer.db, "schema_version") == "2" == str(SCHEMA_VERSION)
+        assert _meta(writer.db, "schema_version") == "3" == str(SCHEMA_VERSION)
         assert writer.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         with sqlite3.connect(path) as other:
             assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent, not per connection
@@ -399,6 +399,8 @@ def test_report_every_grouping(filled: tuple[SqliteWriter, list[Flow]], db_path:
         "user": [({"uid": 1000, "user": "alice"}, tcp), ({"uid": 0, "user": "root"}, dns)],
         "unit": [({"unit": "user@1000.service"}, tcp), ({"unit": "dnsmasq.service"}, dns)],
         "remote": [({"raddr": "203.0.113.5"}, tcp), ({"raddr": "10.0.0.7"}, dns)],  # both UDP peers share it
+        # the name the program resolved, else the address
+        "host": [({"host": "api.example.com"}, tcp), ({"host": "10.0.0.7"}, dns)],
         # the peer opened the TCP connection: its port is ours; the UDP peers' ports are theirs
         "port": [
             ({"proto": "tcp", "port": 8443}, tcp),
@@ -415,6 +417,7 @@ def test_report_every_grouping(filled: tuple[SqliteWriter, list[Flow]], db_path:
                     "lport": 8443,
                     "raddr": "203.0.113.5",
                     "rport": 51000,
+                    "name": "api.example.com",
                     "start": H0 + 60,
                     "end": H0 + 9000,
                     "duration": 8940.0,
@@ -430,6 +433,7 @@ def test_report_every_grouping(filled: tuple[SqliteWriter, list[Flow]], db_path:
                     "lport": 53,
                     "raddr": "10.0.0.7",
                     "rport": 5353,
+                    "name": None,
                     "start": H0 + 60,
                     "end": H0 + 9000,
                     "duration": 8940.0,
@@ -446,6 +450,7 @@ def test_report_every_grouping(filled: tuple[SqliteWriter, list[Flow]], db_path:
                     "lport": 53,
                     "raddr": "10.0.0.7",
                     "rport": 5354,
+                    "name": None,
                     "start": H0 + 60,
                     "end": H0 + 8880,
                     "duration": 8820.0,
@@ -725,11 +730,11 @@ def _bump_schema(path: str, version: int) -> None:
 def test_newer_schema_is_refused(db_path: str) -> None:
     SqliteWriter(db_path, boot=BOOT).close()
     _bump_schema(db_path, SCHEMA_VERSION + 1)
-    with pytest.raises(SchemaTooNew, match="schema 3; this sockscope knows up to 2"):
+    with pytest.raises(SchemaTooNew, match="schema 4; this sockscope knows up to 3"):
         SqliteWriter(db_path, boot=BOOT)
     with pytest.raises(SchemaTooNew):
         open_writer(db_path, boot=BOOT, log=lambda _m: None)
-    with pytest.raises(SchemaTooNew, match="schema 3"):
+    with pytest.raises(SchemaTooNew, match="schema 4"):
         SqliteReader(db_path)
     assert glob.glob(db_path + ".corrupt-*") == []  # refused, not moved aside
     assert os.path.exists(db_path)
@@ -897,7 +902,7 @@ def test_reader_on_missing_file(tmp_path: Path) -> None:
 
 def test_reader_on_unmigrated_file(db_path: str) -> None:
     sqlite3.connect(db_path).execute("CREATE TABLE t (x)").connection.close()
-    with pytest.raises(StoreError, match="schema 0 is older than 2; start the daemon to migrate"):
+    with pytest.raises(StoreError, match="schema 0 is older than 3; start the daemon to migrate"):
         SqliteReader(db_path)
 
 
@@ -1064,3 +1069,26 @@ def test_split_days_only_splits_hourly_segments() -> None:
         ("raw", 10, 60), ("minute", 60, 3600), ("hour", 3600, d), ("day", d, 2 * d), ("hour", 2 * d, 3 * d)
     ]  # fmt: skip
     assert split_days([("hour", 3600, 3 * d)], 0) == [("hour", 3600, 3 * d)]
+
+
+def test_a_name_learned_later_is_written_to_the_connection(db_path: str) -> None:
+    # The first interval of a connection may come before its name (a template trusted a few seconds).
+    unnamed = {"tcp": Conn(CURL, "tcp", "10.0.0.1", 8443, "203.0.113.5", 51000, 11, "remote")}
+    named = {"tcp": unnamed["tcp"]._replace(name="api.example.com")}
+    writer = SqliteWriter(db_path, boot=BOOT)
+    try:
+        writer.write([interval_of(unnamed, H0 + 60, {"tcp": (1, 2)})])
+        writer.write([interval_of(named, H0 + 61, {"tcp": (3, 4)})])
+        writer.write([interval_of(named, H0 + 62, {"tcp": (5, 6)})])  # cached: no second update
+        rows = writer.db.execute(
+            "SELECT n.name, c.cname, c.name_source FROM connections c JOIN names n ON n.id = c.name_id"
+        ).fetchall()
+        assert rows == [("api.example.com", "edge.example.net", "process")]
+    finally:
+        writer.close()
+    reader = SqliteReader(db_path)
+    try:
+        [row] = reader.report(H0, H0 + 120, "host")
+        assert (row.key, row.tx_bytes, row.rx_bytes) == ({"host": "api.example.com"}, 9, 12)
+    finally:
+        reader.close()

@@ -48,6 +48,9 @@ class LifeEvent:
     initiator: str | None = None
     netns: int = 0
     cookie: int = 0
+    name: str | None = None  # the peer's name, as its connection showed it (DNS answers)
+    cname: tuple[str, ...] = ()
+    name_source: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -76,6 +79,7 @@ class _Conn:
     owner: int | None = None
     bytes_by_pid: dict[int, int] = field(default_factory=dict)
     comms: dict[int, str] = field(default_factory=dict)
+    named: tuple[str, tuple[str, ...], str | None] | None = None  # (name, CNAME chain, source), once known
 
     def pid(self) -> int | None:
         if self.bytes_by_pid:
@@ -102,6 +106,9 @@ class _Conn:
             initiator=self.initiator,
             netns=self.netns,
             cookie=self.cookie,
+            name=self.named[0] if self.named else None,
+            cname=self.named[1] if self.named else (),
+            name_source=self.named[2] if self.named else None,
         )
 
 
@@ -180,6 +187,8 @@ class LifecycleTracker:
                 t.tx += c.tx_bytes
                 t.rx += c.rx_bytes
                 t.last = iv.ts
+                if c.name is not None:
+                    t.named = (c.name, c.cname, c.name_source)
                 t.bytes_by_pid[p.pid] = t.bytes_by_pid.get(p.pid, 0) + c.tx_bytes + c.rx_bytes
                 t.comms[p.pid] = p.comm
 

@@ -90,6 +90,9 @@ def life_dict(e: LifeEvent) -> dict[str, Any]:
         "complete": e.complete,
         "netns": e.netns,
         "cookie": e.cookie,
+        "name": e.name,
+        "cname": list(e.cname),
+        "name_source": e.name_source,
     }
 
 

@@ -39,7 +39,7 @@ class Retention:
     hour: float = 730 * 86400.0
 
 
-GROUPINGS = ("process", "exe", "user", "unit", "remote", "port", "connection")
+GROUPINGS = ("process", "exe", "user", "unit", "remote", "host", "port", "connection")
 
 
 class WriterLocked(StoreError):

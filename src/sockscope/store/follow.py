@@ -35,11 +35,12 @@ _ROWS_SQL = """
 SELECT c.id, t.tx, t.rx, c.proto, coalesce(c.family, 0), c.laddr, c.lport, c.raddr, c.rport, c.cookie,
        coalesce(c.netns, p.netns, 0), coalesce(c.counts, 'payload'), c.initiator,
        p.id, p.pid, p.comm, e.path, p.cmdline, p.uid, p.user, p.ppid, p.start_ns, p.cgroup, p.unit, p.container,
-       p.netns, p.parent_comm
+       p.netns, p.parent_comm, n.name, c.cname, c.name_source
 FROM ({per_conn}) t
 JOIN connections c ON c.id = t.conn_id
 JOIN processes p ON p.id = c.process_id
 LEFT JOIN exes e ON e.id = p.exe_id
+LEFT JOIN names n ON n.id = c.name_id
 WHERE t.tx + t.rx > 0
 """
 
@@ -99,7 +100,7 @@ def _build(
     for row in db.execute(_ROWS_SQL.format(per_conn=per_conn), params):
         (cid, tx, rx, proto, family, laddr, lport, raddr, rport, cookie, netns, counts, initiator,
          proc_id, pid, comm, exe, cmdline, uid, user, ppid, start_ns, cgroup, unit, container,
-         proc_netns, parent_comm) = row  # fmt: skip
+         proc_netns, parent_comm, name, cname, name_source) = row  # fmt: skip
         p = procs.get(proc_id)
         if p is None:
             p = procs[proc_id] = ProcessSample(
@@ -131,6 +132,9 @@ def _build(
             netns=netns,
             initiator=initiator,
             counts=counts,
+            name=name,
+            cname=tuple(cname.split(" ")) if cname else (),
+            name_source=name_source,
         )
         p.connections.append(c)
         p.tx_bytes += c.tx_bytes

@@ -38,7 +38,7 @@ from sockscope.store.base import (
     split_days,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LAST_SEEN_STEP = 60.0  # seconds: connections.last_seen is kept to this precision
 
 # Migrations: MIGRATIONS[n] takes a database from version n to n + 1.
@@ -134,6 +134,14 @@ MIGRATIONS: dict[int, str] = {
     INSERT INTO hours_v2 SELECT ts, conn_id, tx, rx FROM hours;
     DROP TABLE hours;
     ALTER TABLE hours_v2 RENAME TO hours;
+    """,
+    # v3: the peer's name, as the program resolved it (issue 13), interned; its CNAME chain as
+    # text (names joined by spaces: a name's own spaces arrive escaped, \ ).
+    2: """
+    CREATE TABLE names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+    ALTER TABLE connections ADD COLUMN name_id INTEGER REFERENCES names(id);
+    ALTER TABLE connections ADD COLUMN cname TEXT;
+    ALTER TABLE connections ADD COLUMN name_source TEXT;
     """,
 }
 
@@ -252,7 +260,9 @@ class SqliteWriter(HistoryWriter):
         # Row ids of what was written lately; a miss looks the row up again (indexed), so these
         # stay bounded whatever the churn (they grew by every process and connection ever seen).
         self._procs: LruDict[tuple[int, int, str], int] = LruDict(WRITER_CACHE)
-        self._conns: LruDict[tuple[int, int, str | None, int | None], int] = LruDict(WRITER_CACHE)
+        # connection -> (its row, the name written there)
+        self._conns: LruDict[tuple[int, int, str | None, int | None], tuple[int, str | None]] = LruDict(WRITER_CACHE)
+        self._names: LruDict[str, int] = LruDict(WRITER_CACHE // 4)
         self._exes: LruDict[str, int] = LruDict(WRITER_CACHE // 4)
         self._last_seen: LruDict[int, float] = LruDict(WRITER_CACHE)
         self._lock = WriterLock(path)  # before anything is written: two writers double every byte
@@ -347,30 +357,51 @@ class SqliteWriter(HistoryWriter):
             self._procs[key] = found
         return found
 
+    def _name_id(self, name: str | None) -> int | None:
+        if name is None:
+            return None
+        found = self._names.get(name)
+        if found is None:
+            self.db.execute("INSERT INTO names (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,))
+            found = self.db.execute("SELECT id FROM names WHERE name = ?", (name,)).fetchone()[0]
+            self._names[name] = found
+        return found
+
     def _connection_id(self, process_id: int, netns: int | None, c: Any, now: float) -> int:
         key = (process_id, c.cookie, c.raddr, c.rport)
         found = self._conns.get(key)
-        if found is None:
-            # No UNIQUE index (it was a tenth of the file): the cookie index narrows to a row or two.
-            # Only this writer inserts, inside its transaction, so look-then-insert cannot race.
-            row = self.db.execute(
-                "SELECT id FROM connections WHERE boot = ? AND cookie = ? AND process_id = ? AND raddr IS ?"
-                " AND rport IS ?",
-                (self.boot_row, c.cookie, process_id, c.raddr, c.rport),
-            ).fetchone()
-            if row is not None:
-                self._conns[key] = row[0]
-                return int(row[0])
-            cur = self.db.execute(
-                "INSERT INTO connections (process_id, boot, cookie, proto, family, laddr, lport, raddr, rport, netns,"
-                " counts, initiator, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (process_id, self.boot_row, c.cookie, c.proto, c.family, c.laddr, c.lport, c.raddr, c.rport,
-                 None if c.netns == netns else c.netns, None if c.counts == "payload" else c.counts, c.initiator,
-                 math.floor(now), math.ceil(now)),
-            )  # fmt: skip
-            found = int(cur.lastrowid or 0)
-            self._conns[key] = found
-        return found
+        if found is not None:
+            if c.name is not None and c.name != found[1]:  # named since (or renamed): keep the newest
+                self._set_name(found[0], c)
+                self._conns[key] = (found[0], c.name)
+            return found[0]
+        # No UNIQUE index (it was a tenth of the file): the cookie index narrows to a row or two.
+        # Only this writer inserts, inside its transaction, so look-then-insert cannot race.
+        row = self.db.execute(
+            "SELECT c.id, n.name FROM connections c LEFT JOIN names n ON n.id = c.name_id"
+            " WHERE c.boot = ? AND c.cookie = ? AND c.process_id = ? AND c.raddr IS ? AND c.rport IS ?",
+            (self.boot_row, c.cookie, process_id, c.raddr, c.rport),
+        ).fetchone()
+        if row is not None:
+            self._conns[key] = (int(row[0]), row[1])
+            return self._connection_id(process_id, netns, c, now)
+        cur = self.db.execute(
+            "INSERT INTO connections (process_id, boot, cookie, proto, family, laddr, lport, raddr, rport, netns,"
+            " counts, initiator, first_seen, last_seen, name_id, cname, name_source)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (process_id, self.boot_row, c.cookie, c.proto, c.family, c.laddr, c.lport, c.raddr, c.rport,
+             None if c.netns == netns else c.netns, None if c.counts == "payload" else c.counts, c.initiator,
+             math.floor(now), math.ceil(now), self._name_id(c.name), " ".join(c.cname) or None, c.name_source),
+        )  # fmt: skip
+        made = int(cur.lastrowid or 0)
+        self._conns[key] = (made, c.name)
+        return made
+
+    def _set_name(self, conn_id: int, c: Any) -> None:
+        self.db.execute(
+            "UPDATE connections SET name_id = ?, cname = ?, name_source = ? WHERE id = ?",
+            (self._name_id(c.name), " ".join(c.cname) or None, c.name_source, conn_id),
+        )
 
     def write(self, intervals: Sequence[Interval]) -> None:
         if not intervals:
@@ -424,6 +455,7 @@ class SqliteWriter(HistoryWriter):
             self._procs.clear()
             self._conns.clear()
             self._exes.clear()
+            self._names.clear()
             self._last_seen.clear()
             raise
 
@@ -538,9 +570,11 @@ class SqliteWriter(HistoryWriter):
             "DELETE FROM processes WHERE first_seen < ? AND id NOT IN (SELECT process_id FROM connections)", (cut,)
         )
         self.db.execute("DELETE FROM exes WHERE id NOT IN (SELECT exe_id FROM processes WHERE exe_id IS NOT NULL)")
+        self.db.execute("DELETE FROM names WHERE id NOT IN (SELECT name_id FROM connections WHERE name_id IS NOT NULL)")
         # Cached ids may name rows just deleted (and soon reused by new rows): look them up afresh.
         self._procs.clear()
         self._conns.clear()
+        self._names.clear()
         self._exes.clear()
         self._last_seen.clear()
 
@@ -826,9 +860,11 @@ _GROUP_SQL: dict[str, tuple[str, str]] = {
     "user": ("p.uid, p.user", "p.uid"),
     "unit": ("p.unit", "p.unit"),
     "remote": ("c.raddr", "c.raddr"),
+    # the name the program resolved, else the address
+    "host": ("coalesce(n.name, c.raddr)", "coalesce(n.name, c.raddr)"),
     "port": ("c.proto, CASE WHEN c.initiator = 'remote' THEN c.lport ELSE c.rport END",
              "c.proto, CASE WHEN c.initiator = 'remote' THEN c.lport ELSE c.rport END"),
-    "connection": ("p.pid, p.comm, c.proto, c.laddr, c.lport, c.raddr, c.rport,"
+    "connection": ("p.pid, p.comm, c.proto, c.laddr, c.lport, c.raddr, c.rport, n.name,"
                    " coalesce(c.opened / 1000.0, c.first_seen * 1.0), coalesce(c.closed / 1000.0, c.last_seen * 1.0)",
                    "c.id"),
 }  # fmt: skip
@@ -841,7 +877,7 @@ def _group(db: sqlite3.Connection, per_conn: str, by: str, top: int | None) -> l
     sql = (
         f"SELECT {cols}, sum(t.tx), sum(t.rx) FROM ({per_conn}) t"
         " JOIN connections c ON c.id = t.conn_id JOIN processes p ON p.id = c.process_id"
-        " LEFT JOIN exes e ON e.id = p.exe_id"
+        " LEFT JOIN exes e ON e.id = p.exe_id LEFT JOIN names n ON n.id = c.name_id"
         f" GROUP BY {group} ORDER BY sum(t.tx) + sum(t.rx) DESC"
     )
     if top is not None and by != "exe":
