@@ -138,9 +138,15 @@ def resolve(a: argparse.Namespace) -> str:
     raise SystemExit(f"no {a.type} answer for {a.query}")
 
 
-def connect(addr: str, port: int, size: int) -> dict[str, Any]:
+def connect(addr: str, port: int, size: int, pace: str | None = None) -> dict[str, Any]:
     with socket.create_connection((addr, port), timeout=TIMEOUT) as s:
         s.sendall(b"x" * size)
+        if pace:  # BYTES:EVERY_SECONDS:FOR_SECONDS, as tests/kernel/traffic.py's
+            chunk, every, total = pace.split(":")
+            end = time.monotonic() + float(total)
+            while time.monotonic() < end:
+                s.sendall(b"x" * int(chunk))
+                time.sleep(float(every))
         s.shutdown(socket.SHUT_WR)
         while s.recv(65536):
             pass
@@ -162,7 +168,7 @@ def client(a: argparse.Namespace) -> None:
                 os._exit(0)
         _, status = os.waitpid(pid, 0)
         sys.exit(os.waitstatus_to_exitcode(status))
-    info = connect(addr, a.connect_port, a.send)
+    info = connect(addr, a.connect_port, a.send, a.pace)
     print(json.dumps({"done": True, "addr": addr, "pid": os.getpid(), **info}), flush=True)
 
 
@@ -185,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--connect-port", type=int, default=0)
     c.add_argument("--send", type=int, default=0)
     c.add_argument("--fork", action="store_true", help="connect from a child, after resolving")
+    c.add_argument("--pace", help="then send BYTES every EVERY seconds for FOR seconds (BYTES:EVERY:FOR)")
     a = p.parse_args(argv)
     set_name(a.name)
     server(a) if a.mode == "server" else client(a)

@@ -132,6 +132,7 @@ def test_a_connection_takes_its_own_process_name_then_a_parents_then_the_namespa
         200,
     )
     assert c.lookup(8, 400, addr, parents.get) is None  # another namespace
+    assert c.lookup(7, 400, addr, parents.get, namespace=False) is None  # an accepted connection
     assert c.stats.answers == 2 and c.stats.malformed == 0
 
 

@@ -127,8 +127,8 @@ def _connection(facts: SockFacts | None, cookie: int, raddr: bytes, rport: int) 
 _CONN_FIELDS = tuple(f.name for f in dataclasses.fields(ConnectionSample))
 # A peer's name: (the name asked for, its CNAME chain, where it came from).
 Named = tuple[str, tuple[str, ...], str]
-# (netns, tgid, peer address) -> its name, if any process resolved it
-Namer = Callable[[int, int, bytes], Named | None]
+# (netns, tgid, peer address, accepted: the peer connected to us) -> its name, if resolved
+Namer = Callable[[int, int, bytes, bool], Named | None]
 # (trusted until, the connection's key, its fields before any byte is added, the facts and the
 # name they were made from)
 Made = tuple[float, ConnKey, tuple[object, ...], SockFacts | None, Named | None]
@@ -156,7 +156,8 @@ class Templates:
             raddr, rport = (facts.raddr, facts.rport) if facts is not None else (NO_ADDR, 0)
         named = None
         if self.namer is not None and not is_unspecified(raddr):
-            named = self.namer(facts.netns if facts is not None else 0, tgid, raddr)
+            accepted = facts is not None and facts.initiator == 2  # SS_INIT_REMOTE
+            named = self.namer(facts.netns if facts is not None else 0, tgid, raddr, accepted)
         if old is not None and old[3] is facts and old[4] == named:
             key, fields = old[1], old[2]
         else:

@@ -69,8 +69,10 @@ class BpfSource(Source):
         self._socks[cookie] = (self._now + period * (0.5 + cookie % 997 / 997), facts)
         return facts
 
-    def _name(self, netns: int, tgid: int, addr: bytes) -> Named | None:
-        n = self.names.lookup(netns, tgid, addr, self._parent)
+    def _name(self, netns: int, tgid: int, addr: bytes, accepted: bool) -> Named | None:
+        # The peer of an accepted connection is whoever connected: only a name its own process
+        # resolved for it stands, not one another program in the namespace asked for.
+        n = self.names.lookup(netns, tgid, addr, self._parent, namespace=not accepted)
         return None if n is None else (n.name, n.chain, n.source)
 
     def _parent(self, tgid: int) -> int | None:

@@ -65,8 +65,11 @@ class NameCache:
             self._ns[(cap.netns, r.addr)] = (r, cap.tgid)
         self.stats.evicted += self._proc.evicted + self._ns.evicted - before
 
-    def lookup(self, netns: int, tgid: int, addr: bytes, parent: Callable[[int], int | None]) -> Name | None:
-        """The name for a connection of `tgid` to `addr` (16 bytes, v4-mapped for IPv4)."""
+    def lookup(
+        self, netns: int, tgid: int, addr: bytes, parent: Callable[[int], int | None], *, namespace: bool = True
+    ) -> Name | None:
+        """The name for a connection of `tgid` to `addr` (16 bytes, v4-mapped for IPv4); with
+        `namespace` false, only one its own process (or a parent) received."""
         pid: int | None = tgid
         for _ in range(1 + PARENT_HOPS):
             if pid is None or pid <= 1:
@@ -75,7 +78,7 @@ class NameCache:
             if r is not None:
                 return Name(r.name, r.chain, r.ttl, pid, "process")
             pid = parent(pid)
-        found = self._ns.get((netns, addr))
+        found = self._ns.get((netns, addr)) if namespace else None
         if found is None:
             return None
         r, who = found
