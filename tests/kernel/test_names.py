@@ -176,3 +176,27 @@ def test_hostile_answers_give_no_name_and_are_counted(
     ivs = reads(source)
     assert sum(iv.counters.dns_malformed for iv in ivs) >= 1
     assert not [c for iv in ivs for p in iv.processes for c in p.connections if c.name]
+
+
+def test_the_daemon_keeps_names_and_report_groups_by_host(
+    netns: Netns, dns4: DnsTool, target: tuple[Traffic, int], dbdir: Path
+) -> None:
+    from tests.kernel.daemon_run import Daemon, report
+
+    _, port = target
+    db = dbdir / "names.db"
+    daemon = Daemon(db)
+    try:
+        cli = DnsTool("ss-q-db", "client", "--query", API, "--server", netns.peer4, "--connect-port", str(port),
+                      "--send", "4321")  # fmt: skip
+        done = cli.wait()
+    finally:
+        daemon.stop()
+    mine = [r for r in report(db, "--by", "connection") if r["pid"] == done["pid"]]
+    conn = [(r["name"], r["tx_bytes"]) for r in mine if r["rport"] == port]
+    assert conn == [(API, 4321)]
+    # The DNS server listens on the address the name resolved to: its query (to port 53, sent
+    # before the answer) is that host's traffic too, and the report groups both under the name.
+    query = [r["tx_bytes"] for r in mine if r["rport"] == 53]
+    hosts = {r["host"]: r["tx_bytes"] for r in report(db, "--by", "host")}
+    assert len(query) == 1 and hosts[API] == 4321 + query[0]
