@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="count TCP receives by the calls' return values only: a little cheaper, splice() reads unseen",
     )
     top.add_argument(
+        "--ptr",
+        action="store_true",
+        help="reverse DNS for peers no program resolved (sends DNS queries; names show as name_source ptr)",
+    )
+    top.add_argument(
         "--udp-idle",
         type=_positive_float,
         default=CollectorOptions.udp_idle,
@@ -199,7 +204,11 @@ def run_top(
     stop: _Stop | None = None,
 ) -> int:
     options = CollectorOptions(
-        max_flows=args.max_flows, udp_idle=args.udp_idle, splice=not args.no_splice, count_groups=_hooks(args)
+        max_flows=args.max_flows,
+        udp_idle=args.udp_idle,
+        splice=not args.no_splice,
+        count_groups=_hooks(args),
+        ptr=args.ptr,
     )
     source = factory(options)
     stop = stop or _Stop()
@@ -225,7 +234,11 @@ def run_top_screen(args: argparse.Namespace, factory: SourceFactory = _bpf_sourc
     path = _database(args)
     use_db = args.source == "database" or (args.source == "auto" and follow.daemon_database_active(path))
     options = CollectorOptions(
-        max_flows=args.max_flows, udp_idle=args.udp_idle, splice=not args.no_splice, count_groups=_hooks(args)
+        max_flows=args.max_flows,
+        udp_idle=args.udp_idle,
+        splice=not args.no_splice,
+        count_groups=_hooks(args),
+        ptr=args.ptr,
     )
     source_factory: Callable[[], Source]
     if use_db:
@@ -304,6 +317,7 @@ def run_daemon(args: argparse.Namespace, factory: SourceFactory = _bpf_source) -
         udp_idle=cfg.udp.idle_timeout,
         splice=cfg.collector.splice,
         count_groups=_hooks(args, cfg.collector.hooks),
+        ptr=cfg.collector.ptr,
     )
     stop = _Stop()
     stop.install()

@@ -102,11 +102,13 @@ class UdpConfig:
 class CollectorConfig:
     """`max_flows`: distinct (socket, process, peer) entries per interval before events are dropped;
     `splice`: count TCP receives as advances of copied_seq (exact for splice() reads too);
-    `hooks`: the counting hook group, "auto" (the best this kernel allows) or one forced."""
+    `hooks`: the counting hook group, "auto" (the best this kernel allows) or one forced;
+    `ptr`: reverse DNS for peers no program resolved (queries of sockscope's own)."""
 
     max_flows: int
     splice: bool = True
     hooks: str = "auto"
+    ptr: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ _SECTIONS: dict[str, _Section] = {
             "max_flows": _Key(16384, "distinct (socket, process, peer) entries per interval, >= 16"),
             "splice": _Key(True, "count splice() reads from TCP (TCP receives claimed by copied_seq)"),
             "hooks": _Key("auto", "auto (the best there is), or force one: " + _HOOKS_LIST),
+            "ptr": _Key(False, "reverse DNS for peers no program resolved: sends DNS queries"),
         },
     ),
 }
@@ -462,6 +465,7 @@ def _build(v: _Values) -> Config:
             max_flows=v.get("collector.max_flows", _max_flows),
             splice=v.get("collector.splice", _bool),
             hooks=v.get("collector.hooks", _hooks),
+            ptr=v.get("collector.ptr", _bool),
         ),
     )
 

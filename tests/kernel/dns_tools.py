@@ -4,9 +4,10 @@
     python -m tests.kernel.dns_tools client --name N (--getaddrinfo HOST | --query HOST --server ADDR
         [--tcp] [--type A|AAAA]) [--connect-port P] [--send BYTES] [--fork]
 
-The server answers on ADDR port 53, UDP and TCP, from its --record list (A, AAAA, CNAME; a CNAME
-is followed within the list), until --seconds pass; with --hostile it answers every query with
-that kind of broken packet instead. It prints {"ready": true} once listening.
+The server answers on ADDR port 53, UDP and TCP, from its --record list (A, AAAA, CNAME, PTR; a
+CNAME is followed within the list), until --seconds pass; with --hostile it answers every query
+with that kind of broken packet instead. It prints {"ready": true} once listening, and with --log
+a line {"query": NAME, "type": TYPE} per query.
 
 The client resolves a name (getaddrinfo: the system's resolver, with whatever /etc/resolv.conf
 it sees; or one query of its own with dnspython), then connects over TCP to the first address
@@ -64,14 +65,20 @@ def hostile(query: bytes, mode: str) -> bytes:
 
 
 class Answers:
-    def __init__(self, records: dict[tuple[str, str], list[str]], hostile_mode: str | None) -> None:
+    def __init__(self, records: dict[tuple[str, str], list[str]], hostile_mode: str | None, log: bool) -> None:
         self.records = records
         self.hostile = hostile_mode
+        self.log = log
+        self.lock = threading.Lock()
 
     def answer(self, wire: bytes) -> bytes:
         if self.hostile:
             return hostile(wire, self.hostile)
         q = dns.message.from_wire(wire)
+        if self.log:  # one line per query, for tests that check what was asked
+            with self.lock:
+                print(json.dumps({"query": q.question[0].name.to_text(),
+                                  "type": dns.rdatatype.to_text(q.question[0].rdtype)}), flush=True)  # fmt: skip
         r = dns.message.make_response(q)
         r.flags |= dns.flags.AA
         name = q.question[0].name.to_text()
@@ -90,7 +97,7 @@ class Answers:
 
 
 def server(a: argparse.Namespace) -> None:
-    answers = Answers(_records(a.record), a.hostile)
+    answers = Answers(_records(a.record), a.hostile, a.log)
     fam = socket.AF_INET6 if ":" in a.bind else socket.AF_INET
 
     class Udp(socketserver.BaseRequestHandler):
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--record", action="append", default=[], metavar="NAME=TYPE:VALUE")
     s.add_argument("--hostile", choices=["random", "truncated", "loop", "counts"])
     s.add_argument("--seconds", type=float, default=120.0)
+    s.add_argument("--log", action="store_true", help="print each query as a JSON line")
     c = sub.add_parser("client")
     how = c.add_mutually_exclusive_group(required=True)
     how.add_argument("--getaddrinfo", metavar="HOST")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.reversename
 import pytest
 
 from sockscope.collector.bpf_source import BpfSource
@@ -200,3 +201,45 @@ def test_the_daemon_keeps_names_and_report_groups_by_host(
     query = [r["tx_bytes"] for r in mine if r["rport"] == 53]
     hosts = {r["host"]: r["tx_bytes"] for r in report(db, "--by", "host")}
     assert len(query) == 1 and hosts[API] == 4321 + query[0]
+
+
+@pytest.mark.parametrize("ptr", [True, False])
+def test_reverse_names_only_when_asked_for(
+    netns: Netns, resolv: list[str], target: tuple[Traffic, int], ptr: bool
+) -> None:
+    from tests.kernel.conftest import SOCKSCOPE
+
+    reverse = dns.reversename.from_address(netns.peer4).to_text()
+    srv = server(netns, netns.peer4, "--log", f"--record={reverse}=PTR:target.sockscope.test.")
+    _, port = target
+    top = subprocess.Popen(
+        [*resolv, SOCKSCOPE, "top", "--json", "--interval", "0.75", "--count", "13", *(["--ptr"] if ptr else [])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert top.stdout is not None
+        first = top.stdout.readline()  # counting: the client's traffic is seen from its start
+        assert first, top.stderr.read() if top.stderr else ""
+        cli = Traffic("ss-ptr-cli", "tcp-client", "--host", netns.peer4, "--port", str(port),
+                      "--pace", "100:0.25:8")  # fmt: skip
+        cli.wait()
+        lines = [json.loads(line) for line in top.stdout]
+        assert top.wait(timeout=30) == 0
+    finally:
+        if top.poll() is None:
+            top.kill()
+        srv.kill()
+    seen = {
+        (c["name"], c["name_source"])
+        for d in lines for p in d["processes"] if p["pid"] == cli.pid for c in p["connections"] if c["rport"] == port
+    }  # fmt: skip
+    assert srv.proc.stdout is not None
+    asked = [json.loads(x) for x in srv.proc.stdout.read().splitlines() if x.strip()]
+    ptr_queries = [q for q in asked if q.get("type") == "PTR"]
+    if ptr:
+        assert ("target.sockscope.test", "ptr") in seen
+        # Every peer without a name is asked once (here also the client's address, the server's peer).
+        names = [q["query"] for q in ptr_queries]
+        assert reverse in names and len(names) == len(set(names))
+    else:
+        assert seen == {(None, None)} and ptr_queries == []

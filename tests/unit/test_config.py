@@ -116,7 +116,7 @@ def test_dump_defaults_loads_as_the_defaults(tmp_path: Path) -> None:
         "retention": {"raw", "minute", "hour"},
         "ignore": {"processes", "ports", "addresses"},
         "udp": {"idle_timeout"},
-        "collector": {"max_flows", "splice", "hooks"},
+        "collector": {"max_flows", "splice", "hooks", "ptr"},
     }
     assert all(len(line) <= 120 for line in text.splitlines())
 

@@ -28,6 +28,7 @@ def test_json_line_shape_and_totals() -> None:
         "dns_unread": 0,
         "dns_malformed": 0,
         "names": 0,
+        "ptr_lookups": 0,
     }
     assert d["unattributed"] == {"tx_bytes": 0, "rx_bytes": 0}
     assert d["lifecycle"] == []

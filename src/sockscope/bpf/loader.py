@@ -109,6 +109,8 @@ class CollectorOptions:
     splice: bool = True
     # Capture the DNS answers processes read (names for their connections: sockscope.names).
     dns: bool = True
+    # Reverse DNS (PTR) for peers no program resolved: queries of sockscope's own, so off by default.
+    ptr: bool = False
 
 
 def count_groups_for(hooks: str) -> tuple[str, ...]:

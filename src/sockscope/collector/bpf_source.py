@@ -15,6 +15,7 @@ from sockscope.collector.model import Interval, SockFacts
 from sockscope.collector.source import Source
 from sockscope.lru import FifoDict
 from sockscope.names.cache import NameCache
+from sockscope.names.ptr import PtrNames
 
 # Facts of sockets, as last read from the kernel's map: the newest this many. They are read again
 # every FACTS_REFRESH seconds on average (a UDP socket that connect()s changes state); a TCP
@@ -41,6 +42,8 @@ class BpfSource(Source):
         self._socks: FifoDict[int, tuple[float, SockFacts | None]] = FifoDict(SOCK_FALLBACK)
         self._now = 0.0
         self.names = NameCache()
+        self.ptr = PtrNames() if self.collector.options.ptr else None
+        self._ptr_dropped = 0
         self._templates = Templates(SOCK_FALLBACK, namer=self._name)
         self._name_stats = (0, 0)
         self._forgotten = 0
@@ -53,6 +56,8 @@ class BpfSource(Source):
         self.collector.start()
 
     def close(self) -> None:
+        if self.ptr is not None:
+            self.ptr.close()
         self.collector.close()
 
     def _sock(self, cookie: int) -> SockFacts | None:
@@ -73,7 +78,12 @@ class BpfSource(Source):
         # The peer of an accepted connection is whoever connected: only a name its own process
         # resolved for it stands, not one another program in the namespace asked for.
         n = self.names.lookup(netns, tgid, addr, self._parent, namespace=not accepted)
-        return None if n is None else (n.name, n.chain, n.source)
+        if n is not None:
+            return (n.name, n.chain, n.source)
+        if self.ptr is not None:
+            name = self.ptr.name(addr)
+            return None if name is None else (name, (), "ptr")
+        return None
 
     def _parent(self, tgid: int) -> int | None:
         return self._identity(tgid).ppid
@@ -125,8 +135,12 @@ class BpfSource(Source):
         st = self.names.stats
         malformed, evicted = st.malformed - self._name_stats[0], st.evicted - self._name_stats[1]
         self._name_stats = (st.malformed, st.evicted)
-        if forgotten or malformed or evicted:
+        ptr_dropped = 0
+        if self.ptr is not None:
+            ptr_dropped, self._ptr_dropped = self.ptr.dropped - self._ptr_dropped, self.ptr.dropped
+        if forgotten or malformed or evicted or ptr_dropped:
             iv.counters = replace(
-                iv.counters, lifecycle_forgotten=forgotten, dns_malformed=malformed, names_evicted=evicted
-            )
+                iv.counters, lifecycle_forgotten=forgotten, dns_malformed=malformed, names_evicted=evicted,
+                ptr_dropped=ptr_dropped,
+            )  # fmt: skip
         return iv

@@ -87,6 +87,7 @@ class Counters:
     lifecycle_forgotten: int = 0
     dns_malformed: int = 0  # user space: captured answers that did not parse (never a name)
     names_evicted: int = 0  # user space: names let go at the name cache's bound
+    ptr_dropped: int = 0  # user space, --ptr: reverse lookups not made (their queue was full)
     dns_lost: int = 0  # DNS answers the kernel could not hand over (its ring buffer was full)
     dns_unread: int = 0  # DNS answers read by a call whose buffer is not known (recvmmsg, io_uring)
 

@@ -123,6 +123,7 @@ def _interval_head(iv: Interval) -> dict[str, Any]:
             "dns_unread": c.dns_unread,
             "dns_malformed": c.dns_malformed,
             "names": c.names_evicted,
+            "ptr_lookups": c.ptr_dropped,
         },
         "peek_skipped": c.peek_skipped,
     }

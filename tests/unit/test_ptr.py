@@ -1,0 +1,74 @@
+"""Reverse DNS names: asked once per address, off the read path, bounded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from sockscope.names import ptr
+from sockscope.names.ptr import PtrNames
+
+A = bytes(10) + b"\xff\xff" + bytes([198, 18, 0, 7])
+
+
+def wait_for(cond: Callable[[], bool], seconds: float = 5.0) -> None:
+    end = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_name_comes_in_a_later_read_and_each_address_is_asked_once() -> None:
+    asked: list[bytes] = []
+
+    def resolve(a: bytes) -> str | None:
+        asked.append(a)
+        return "host.example"
+
+    names = PtrNames(resolve)
+    try:
+        assert names.name(A) is None  # queued
+        assert names.name(A) is None  # still pending: not queued twice
+        wait_for(lambda: names.name(A) == "host.example")
+        assert asked == [A]
+    finally:
+        names.close()
+
+
+def test_no_answer_is_remembered_too() -> None:
+    asked: list[bytes] = []
+
+    def resolve(a: bytes) -> str | None:
+        asked.append(a)
+        return None
+
+    names = PtrNames(resolve)
+    try:
+        names.name(A)
+        wait_for(lambda: A in names._cache)
+        assert names.name(A) is None and asked == [A]
+    finally:
+        names.close()
+
+
+def test_a_full_queue_is_counted() -> None:
+    gate = threading.Event()
+
+    def resolve(a: bytes) -> str | None:
+        gate.wait(5)
+        return None
+
+    names = PtrNames(resolve)
+    try:
+        for i in range(ptr.QUEUE + 10):
+            names.name(bytes(12) + i.to_bytes(4, "big"))
+        assert names.dropped >= 9
+    finally:
+        gate.set()
+        names.close()
+
+
+def test_address_text() -> None:
+    assert ptr._text(A) == "198.18.0.7"
+    assert ptr._text(bytes.fromhex("fd00" + "00" * 13 + "07")) == "fd00::7"
