@@ -124,8 +124,11 @@ def netns() -> Iterator[Netns]:
 class Traffic:
     """A running traffic generator (tests/kernel/traffic.py)."""
 
-    def __init__(self, name: str, mode: str, *args: str, prefix: list[str] | None = None) -> None:
-        cmd = [*(prefix or []), sys.executable, "-m", "tests.kernel.traffic", "--name", name, mode, *args]
+    def __init__(
+        self, name: str, mode: str, *args: str, prefix: list[str] | None = None, tool: str = "traffic"
+    ) -> None:
+        # tool: the module under tests/kernel (traffic, or dns_tools: a DNS server and clients)
+        cmd = [*(prefix or []), sys.executable, "-m", f"tests.kernel.{tool}", "--name", name, mode, *args]
         self.name = name
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.pid = self.proc.pid

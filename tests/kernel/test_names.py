@@ -7,50 +7,26 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import dns.reversename
 import pytest
 
 from sockscope.collector.bpf_source import BpfSource
 from sockscope.collector.model import ConnectionSample, Interval
-from tests.kernel.conftest import REPO, Netns, Traffic
+from tests.kernel.conftest import Netns, Traffic
 
 API, EDGE, OTHER = "api.sockscope.test", "edge.sockscope.test", "other.sockscope.test"
 
 
-class DnsTool:
-    """tests/kernel/dns_tools.py running (the server, or a client)."""
-
-    def __init__(self, name: str, *args: str, prefix: list[str] | None = None) -> None:
-        cmd = [*(prefix or []), sys.executable, "-m", "tests.kernel.dns_tools", "--name", name, *args]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.pid = self.proc.pid
-
-    def line(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        text = self.proc.stdout.readline()
-        if not text:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise AssertionError(f"dns tool ended early: {err}")
-        return dict(json.loads(text))
-
-    def wait(self) -> dict[str, Any]:
-        done = self.line()
-        assert self.proc.wait(timeout=60) == 0, self.proc.stderr.read() if self.proc.stderr else ""
-        return done
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+def DnsTool(name: str, mode: str, *args: str, prefix: list[str] | None = None) -> Traffic:
+    """tests/kernel/dns_tools.py running: the server, or a client."""
+    return Traffic(name, mode, *args, prefix=prefix, tool="dns_tools")
 
 
-def server(netns: Netns, bind: str, *extra: str) -> DnsTool:
+def server(netns: Netns, bind: str, *extra: str) -> Traffic:
     records = [f"{API}=CNAME:{EDGE}", f"{EDGE}=A:{netns.peer4}", f"{EDGE}=AAAA:{netns.peer6}",
                f"{OTHER}=A:{netns.peer4}"]  # fmt: skip
     srv = DnsTool("ss-dns-srv", "server", "--bind", bind, *(f"--record={r}" for r in records), *extra,
@@ -60,7 +36,7 @@ def server(netns: Netns, bind: str, *extra: str) -> DnsTool:
 
 
 @pytest.fixture
-def dns4(netns: Netns) -> Iterator[DnsTool]:
+def dns4(netns: Netns) -> Iterator[Traffic]:
     srv = server(netns, netns.peer4)
     try:
         yield srv
@@ -111,7 +87,7 @@ def named(c: ConnectionSample) -> tuple[str | None, tuple[str, ...], str | None]
 
 
 def test_getaddrinfo_over_udp_names_the_connection_with_its_cname_chain(
-    source: BpfSource, netns: Netns, dns4: DnsTool, resolv: list[str], target: tuple[Traffic, int]
+    source: BpfSource, netns: Netns, dns4: Traffic, resolv: list[str], target: tuple[Traffic, int]
 ) -> None:
     _, port = target
     cli = DnsTool("ss-gai", "client", "--getaddrinfo", API, "--connect-port", str(port), "--send", "1000",
@@ -126,7 +102,7 @@ def test_getaddrinfo_over_udp_names_the_connection_with_its_cname_chain(
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 @pytest.mark.parametrize("rtype", ["A", "AAAA"])
 def test_a_query_of_its_own_names_the_connection(
-    source: BpfSource, netns: Netns, dns4: DnsTool, target: tuple[Traffic, int], transport: str, rtype: str
+    source: BpfSource, netns: Netns, dns4: Traffic, target: tuple[Traffic, int], transport: str, rtype: str
 ) -> None:
     _, port = target
     extra = ["--tcp"] if transport == "tcp" else []
@@ -139,7 +115,7 @@ def test_a_query_of_its_own_names_the_connection(
 
 
 def test_two_processes_two_names_one_address(
-    source: BpfSource, netns: Netns, dns4: DnsTool, target: tuple[Traffic, int]
+    source: BpfSource, netns: Netns, dns4: Traffic, target: tuple[Traffic, int]
 ) -> None:
     _, port = target
     a = DnsTool("ss-q-a", "client", "--query", API, "--server", netns.peer4, "--connect-port", str(port), "--send", "5")
@@ -153,7 +129,7 @@ def test_two_processes_two_names_one_address(
 
 
 def test_resolved_before_fork_names_the_childs_connection(
-    source: BpfSource, netns: Netns, dns4: DnsTool, target: tuple[Traffic, int]
+    source: BpfSource, netns: Netns, dns4: Traffic, target: tuple[Traffic, int]
 ) -> None:
     _, port = target
     cli = DnsTool("ss-q-fork", "client", "--query", API, "--server", netns.peer4, "--fork",
@@ -180,7 +156,7 @@ def test_hostile_answers_give_no_name_and_are_counted(
 
 
 def test_the_daemon_keeps_names_and_report_groups_by_host(
-    netns: Netns, dns4: DnsTool, target: tuple[Traffic, int], dbdir: Path
+    netns: Netns, dns4: Traffic, target: tuple[Traffic, int], dbdir: Path
 ) -> None:
     from tests.kernel.daemon_run import Daemon, report
 
