@@ -70,6 +70,11 @@ class NameCache:
     ) -> Name | None:
         """The name for a connection of `tgid` to `addr` (16 bytes, v4-mapped for IPv4); with
         `namespace` false, only one its own process (or a parent) received."""
+        found = self._ns.get((netns, addr))
+        if found is None:
+            # No process in the namespace received that address (any per-process record of it is
+            # older than the namespace's, so gone first): the common case, answered at once.
+            return None
         pid: int | None = tgid
         for _ in range(1 + PARENT_HOPS):
             if pid is None or pid <= 1:
@@ -78,8 +83,7 @@ class NameCache:
             if r is not None:
                 return Name(r.name, r.chain, r.ttl, pid, "process")
             pid = parent(pid)
-        found = self._ns.get((netns, addr)) if namespace else None
-        if found is None:
+        if not namespace:
             return None
         r, who = found
         return Name(r.name, r.chain, r.ttl, who, "namespace")
