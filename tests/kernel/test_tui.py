@@ -68,6 +68,9 @@ def top() -> Iterator[Tmux]:
     try:
         t.wait_for("sockscope live · collector", 30)
         t.wait_for(re.compile(r"q quit"), 30)
+        # Counting from here: the programs are attached once "starting…" is gone (traffic
+        # started before that is not seen, and the totals below would miss it).
+        t.wait_for(re.compile(r"^(?![\s\S]*starting…)"), 30)
         yield t
     finally:
         t.kill()

@@ -216,6 +216,8 @@ class TopApp(App[int]):
         self.refresh_view()
         self._loop = asyncio.get_running_loop()
         if self.options.auto_read:
+            # Said before the first frame: the screen says "starting…" until the programs count.
+            self.set_message("starting…")
             self._thread = threading.Thread(target=self._reader, name="sockscope-reader", daemon=True)
             self._thread.start()
         else:
@@ -246,7 +248,6 @@ class TopApp(App[int]):
 
     def _reader(self) -> None:
         """The reader thread: reads block (a map swap waits for an RCU grace period), the screen must not."""
-        self._post(self.set_message, "starting…")
         try:
             self.start_source()
         except Exception as exc:  # shown on screen: a missing privilege, no BPF, no database
