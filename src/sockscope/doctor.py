@@ -22,6 +22,7 @@ from sockscope.bpf.loader import (
 )
 from sockscope.collector import netdev
 from sockscope.collector.source import Source
+from sockscope.names.resolved import ResolvedMonitor
 from sockscope.output.safe import printable
 
 
@@ -51,6 +52,8 @@ class DoctorReport:
     groups: list[GroupReport] = field(default_factory=list)
     selected: str | None = None
     forced: str | None = None  # --hooks GROUP
+    # names: systemd-resolved's query monitor, a second source besides the DNS answers read
+    resolved_monitor: str = "not checked"
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -147,6 +150,9 @@ def diagnose(options: CollectorOptions | None = None) -> DoctorReport:
         )
     if report.problems:
         return report
+    monitor = ResolvedMonitor()
+    report.resolved_monitor = monitor.start()
+    monitor.close()
     collector = Collector(options)
     for group in ALL_GROUPS:
         hooks = collector.probe(group)
@@ -176,6 +182,7 @@ def render(report: DoctorReport, verbose: bool = False) -> str:
         f"BPF object  {report.bpf_object}{'' if report.bpf_object_present else ' (missing)'}",
         f"cgroup v2   {report.cgroup2 or 'not mounted'}",
         f"kprobes     {'available' if report.kprobe_support else 'not available (CONFIG_KPROBES off)'}",
+        f"names       DNS answers as programs read them; systemd-resolved monitor: {report.resolved_monitor}",
         "",
         "hooks:" + (f" (--hooks {report.forced})" if report.forced else ""),
     ]

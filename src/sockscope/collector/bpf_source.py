@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import time
 from dataclasses import replace
 
@@ -16,6 +17,7 @@ from sockscope.collector.source import Source
 from sockscope.lru import FifoDict
 from sockscope.names.cache import NameCache
 from sockscope.names.ptr import PtrNames
+from sockscope.names.resolved import ResolvedMonitor
 
 # Facts of sockets, as last read from the kernel's map: the newest this many. They are read again
 # every FACTS_REFRESH seconds on average (a UDP socket that connect()s changes state); a TCP
@@ -27,6 +29,16 @@ FACTS_REFRESH = 10.0
 TCP_FACTS_REFRESH = 60.0
 IPPROTO_TCP = 6
 AF_PACKET = 17
+
+
+def _own_netns() -> int:
+    try:
+        return os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return 0
+
+
+OWN_NETNS = _own_netns()  # where systemd-resolved's answers belong: the namespace sockscope runs in
 
 
 class BpfSource(Source):
@@ -42,6 +54,7 @@ class BpfSource(Source):
         self._socks: FifoDict[int, tuple[float, SockFacts | None]] = FifoDict(SOCK_FALLBACK)
         self._now = 0.0
         self.names = NameCache()
+        self.resolved = ResolvedMonitor() if self.collector.options.dns else None
         self.ptr = PtrNames() if self.collector.options.ptr else None
         self._ptr_dropped = 0
         self._templates = Templates(SOCK_FALLBACK, namer=self._name)
@@ -54,8 +67,12 @@ class BpfSource(Source):
 
     def start(self) -> None:
         self.collector.start()
+        if self.resolved is not None:
+            self.resolved.start()  # absent where systemd-resolved does not run: normal
 
     def close(self) -> None:
+        if self.resolved is not None:
+            self.resolved.close()
         if self.ptr is not None:
             self.ptr.close()
         self.collector.close()
@@ -106,6 +123,8 @@ class BpfSource(Source):
     def _read(self) -> Interval:
         events = self.collector.read_events()  # first: a close read now has all its bytes in this drain
         self.names.learn(self.collector.read_dns())  # before the connections they name
+        if self.resolved is not None:
+            self.names.learn_resolved(OWN_NETNS, self.resolved.drain())
         self._now = time.monotonic()
         for e in events:  # its state changed: read its facts afresh
             known = self._socks.get(e.cookie)
@@ -132,9 +151,12 @@ class BpfSource(Source):
         )
         iv.lifecycle = self.lifecycle.update(iv, events)
         forgotten, self._forgotten = self.lifecycle.forgotten - self._forgotten, self.lifecycle.forgotten
-        st = self.names.stats
-        malformed, evicted = st.malformed - self._name_stats[0], st.evicted - self._name_stats[1]
-        self._name_stats = (st.malformed, st.evicted)
+        st, mon = self.names.stats, self.resolved
+        # The monitor's malformed replies count as malformed answers, its dropped ones as names let go.
+        now_malformed = st.malformed + (mon.malformed if mon is not None else 0)
+        now_evicted = st.evicted + (mon.dropped if mon is not None else 0)
+        malformed, evicted = now_malformed - self._name_stats[0], now_evicted - self._name_stats[1]
+        self._name_stats = (now_malformed, now_evicted)
         ptr_dropped = 0
         if self.ptr is not None:
             ptr_dropped, self._ptr_dropped = self.ptr.dropped - self._ptr_dropped, self.ptr.dropped

@@ -24,7 +24,7 @@ class Name:
     chain: tuple[str, ...]  # CNAME chain from it to the address
     ttl: int
     tgid: int  # the process that received the answer
-    source: str  # "process" (its own or a parent's lookup) or "namespace"
+    source: str  # "process" (its own or a parent's lookup), "namespace" or "resolved" (systemd-resolved)
 
 
 @dataclass(slots=True)
@@ -37,7 +37,7 @@ class NameStats:
 class NameCache:
     def __init__(self, limit: int = MAX_NAMES) -> None:
         self._proc: LruDict[tuple[int, bytes, int], Resolved] = LruDict(limit)
-        self._ns: LruDict[tuple[int, bytes], tuple[Resolved, int]] = LruDict(limit)
+        self._ns: LruDict[tuple[int, bytes], tuple[Resolved, int, str]] = LruDict(limit)
         self._tcp = TcpStreams()
         self.stats = NameStats()
 
@@ -62,7 +62,7 @@ class NameCache:
         before = self._proc.evicted + self._ns.evicted
         for r in resolved:
             self._proc[(cap.netns, r.addr, cap.tgid)] = r
-            self._ns[(cap.netns, r.addr)] = (r, cap.tgid)
+            self._ns[(cap.netns, r.addr)] = (r, cap.tgid, "namespace")
         self.stats.evicted += self._proc.evicted + self._ns.evicted - before
 
     def lookup(
@@ -85,5 +85,13 @@ class NameCache:
             pid = parent(pid)
         if not namespace:
             return None
-        r, who = found
-        return Name(r.name, r.chain, r.ttl, who, "namespace")
+        r, who, source = found
+        return Name(r.name, r.chain, r.ttl, who, source)
+
+    def learn_resolved(self, netns: int, resolved: Iterable[Resolved]) -> None:
+        """Names from systemd-resolved's monitor: which process asked is not known, so they are
+        the namespace's (resolved serves the namespace it runs in)."""
+        before = self._ns.evicted
+        for r in resolved:
+            self._ns[(netns, r.addr)] = (r, 0, "resolved")
+        self.stats.evicted += self._ns.evicted - before
