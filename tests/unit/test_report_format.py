@@ -412,3 +412,15 @@ def test_csv_inert_for_a_terminal() -> None:
     line = to_csv(rows, "connection", inert=True).splitlines()[1]
     assert line.startswith('42,"\\x1b]0;PWN\\x07\\udcff","tcp"')
     assert line.isprintable()
+
+
+def test_hostile_peer_names_are_inert_in_every_report_form() -> None:
+    evil = "\x1b]0;pwn\x07[b]x[/b]\u202eevil.example"
+    rows = [ReportRow({"host": evil}, 5, 6)]
+    conn_rows = [ReportRow(_conn(name=evil), 1, 2)]
+    table = to_table(rows, "host") + to_table(conn_rows, "connection")
+    assert "\x1b" not in table and "\x07" not in table and "\u202e" not in table
+    assert json.loads(to_json(rows, "host"))[0]["host"] == evil  # JSON escapes, the value stays exact
+    assert "\x1b" not in to_json(rows, "host")
+    text = to_csv(rows, "host", inert=True)
+    assert "\x1b" not in text and "\x07" not in text
