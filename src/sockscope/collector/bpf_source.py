@@ -152,8 +152,9 @@ class BpfSource(Source):
         iv.lifecycle = self.lifecycle.update(iv, events)
         forgotten, self._forgotten = self.lifecycle.forgotten - self._forgotten, self.lifecycle.forgotten
         st, mon = self.names.stats, self.resolved
-        # The monitor's malformed replies count as malformed answers, its dropped ones as names let go.
-        now_malformed = st.malformed + (mon.malformed if mon is not None else 0)
+        # DNS-over-TCP streams given up and the monitor's malformed replies count as malformed
+        # answers; the monitor's replies that did not fit its queue as names let go.
+        now_malformed = st.malformed + self.names.tcp_broken + (mon.malformed if mon is not None else 0)
         now_evicted = st.evicted + (mon.dropped if mon is not None else 0)
         malformed, evicted = now_malformed - self._name_stats[0], now_evicted - self._name_stats[1]
         self._name_stats = (now_malformed, now_evicted)
