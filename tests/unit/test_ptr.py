@@ -6,6 +6,9 @@ import threading
 import time
 from collections.abc import Callable
 
+import dns.resolver
+import pytest
+
 from sockscope.names import ptr
 from sockscope.names.ptr import PtrNames
 
@@ -69,6 +72,17 @@ def test_a_full_queue_is_counted() -> None:
         names.close()
 
 
-def test_address_text() -> None:
-    assert ptr._text(A) == "198.18.0.7"
-    assert ptr._text(bytes.fromhex("fd00" + "00" * 13 + "07")) == "fd00::7"
+def test_reverse_lookups_ask_for_the_address_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def resolve(qname: object, rdtype: str, lifetime: float) -> object:
+        asked.append(str(qname))
+        raise dns.resolver.NXDOMAIN
+
+    monkeypatch.setattr(dns.resolver, "resolve", resolve)
+    assert ptr.lookup(A) is None and ptr.lookup(bytes.fromhex("fd00" + "00" * 13 + "07")) is None
+    assert (
+        asked[0] == "7.0.18.198.in-addr.arpa."
+        and asked[1].startswith("7.0.0.0.")
+        and asked[1].endswith(".d.f.ip6.arpa.")
+    )

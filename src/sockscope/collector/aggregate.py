@@ -19,6 +19,7 @@ IPPROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp", 136:
 SOCK_DGRAM = 2
 SOCK_RAW = 3
 AF_PACKET = 17
+IPPROTO_TCP = 6
 
 # What one counted byte is, per kind of socket: the figure is what the send/receive call
 # returned, and that differs by socket type.
@@ -54,7 +55,8 @@ TCP_STATES = {
     11: "CLOSING",
     12: "NEW_SYN_RECV",
 }
-INITIATORS = {1: "local", 2: "remote"}
+INIT_REMOTE = 2  # SS_INIT_REMOTE: the peer connected to us
+INITIATORS = {1: "local", INIT_REMOTE: "remote"}
 
 
 def proto_name(facts: SockFacts) -> str:
@@ -124,6 +126,13 @@ def _connection(facts: SockFacts | None, cookie: int, raddr: bytes, rport: int) 
     )
 
 
+def due(now: float, period: float, cookie: int) -> float:
+    """When something about a socket is to be looked at again: after `period` on average, at a
+    time of its own (0.5 to 1.5 periods), so sockets that appeared together do not all come due
+    in the same interval."""
+    return now + period * (0.5 + cookie % 997 / 997)
+
+
 _CONN_FIELDS = tuple(f.name for f in dataclasses.fields(ConnectionSample))
 # A peer's name: (the name asked for, its CNAME chain, where it came from).
 Named = tuple[str, tuple[str, ...], str]
@@ -156,7 +165,7 @@ class Templates:
             raddr, rport = (facts.raddr, facts.rport) if facts is not None else (NO_ADDR, 0)
         named = None
         if self.namer is not None and not is_unspecified(raddr):
-            accepted = facts is not None and facts.initiator == 2  # SS_INIT_REMOTE
+            accepted = facts is not None and facts.initiator == INIT_REMOTE
             named = self.namer(facts.netns if facts is not None else 0, tgid, raddr, accepted)
         if old is not None and old[3] is facts and old[4] == named:
             key, fields = old[1], old[2]
@@ -166,7 +175,7 @@ class Templates:
             if named is not None:
                 conn.name, conn.cname, conn.name_source = named
             fields = tuple(getattr(conn, f) for f in _CONN_FIELDS)
-        made = self.made[raw] = (now + self.ttl * (0.5 + cookie % 997 / 997), key, fields, facts, named)
+        made = self.made[raw] = (due(now, self.ttl, cookie), key, fields, facts, named)
         return made
 
 

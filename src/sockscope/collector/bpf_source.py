@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 
 from sockscope.bpf.loader import Collector, CollectorOptions, HookStatus, cgroup2_root
-from sockscope.collector.aggregate import Named, Templates, build_processes
+from sockscope.collector.aggregate import AF_PACKET, IPPROTO_TCP, Named, Templates, build_processes, due
 from sockscope.collector.cgroups import CgroupPaths
 from sockscope.collector.identity import ProcessIdentity, ProcessResolver
 from sockscope.collector.lifecycle import LifecycleTracker
@@ -27,8 +27,6 @@ from sockscope.names.resolved import ResolvedMonitor
 SOCK_FALLBACK = 32768  # above the active sockets of a busy host: a miss is a map lookup
 FACTS_REFRESH = 10.0
 TCP_FACTS_REFRESH = 60.0
-IPPROTO_TCP = 6
-AF_PACKET = 17
 
 
 def _own_netns() -> int:
@@ -56,10 +54,8 @@ class BpfSource(Source):
         self.names = NameCache()
         self.resolved = ResolvedMonitor() if self.collector.options.dns else None
         self.ptr = PtrNames() if self.collector.options.ptr else None
-        self._ptr_dropped = 0
         self._templates = Templates(SOCK_FALLBACK, namer=self._name)
-        self._name_stats = (0, 0)
-        self._forgotten = 0
+        self._totals: dict[str, int] = {}  # user-space counters as last reported (see _delta)
 
     @property
     def hooks(self) -> list[HookStatus]:
@@ -84,11 +80,9 @@ class BpfSource(Source):
         facts = self.collector.sock_facts(cookie)
         if known is not None and (facts is None or facts == known[1]):
             facts = known[1]  # unchanged (the same object keeps its templates), or evicted: its last facts
-        # Read again after its period, at a time of its own: sockets that appeared together do
-        # not all come due in the same interval.
         tcp = facts is not None and facts.protocol == IPPROTO_TCP and facts.family != AF_PACKET
         period = TCP_FACTS_REFRESH if tcp else FACTS_REFRESH
-        self._socks[cookie] = (self._now + period * (0.5 + cookie % 997 / 997), facts)
+        self._socks[cookie] = (due(self._now, period, cookie), facts)
         return facts
 
     def _name(self, netns: int, tgid: int, addr: bytes, accepted: bool) -> Named | None:
@@ -120,6 +114,11 @@ class BpfSource(Source):
             if was_enabled:
                 gc.enable()
 
+    def _delta(self, name: str, total: int) -> int:
+        """What a user-space counter (a running total) added since the last interval."""
+        before, self._totals[name] = self._totals.get(name, 0), total
+        return total - before
+
     def _read(self) -> Interval:
         events = self.collector.read_events()  # first: a close read now has all its bytes in this drain
         self.names.learn(self.collector.read_dns())  # before the connections they name
@@ -150,17 +149,13 @@ class BpfSource(Source):
             unattributed_rx=sum(f[5] for f in orphans),
         )
         iv.lifecycle = self.lifecycle.update(iv, events)
-        forgotten, self._forgotten = self.lifecycle.forgotten - self._forgotten, self.lifecycle.forgotten
         st, mon = self.names.stats, self.resolved
+        forgotten = self._delta("forgotten", self.lifecycle.forgotten)
         # DNS-over-TCP streams given up and the monitor's malformed replies count as malformed
         # answers; the monitor's replies that did not fit its queue as names let go.
-        now_malformed = st.malformed + self.names.tcp_broken + (mon.malformed if mon is not None else 0)
-        now_evicted = st.evicted + (mon.dropped if mon is not None else 0)
-        malformed, evicted = now_malformed - self._name_stats[0], now_evicted - self._name_stats[1]
-        self._name_stats = (now_malformed, now_evicted)
-        ptr_dropped = 0
-        if self.ptr is not None:
-            ptr_dropped, self._ptr_dropped = self.ptr.dropped - self._ptr_dropped, self.ptr.dropped
+        malformed = self._delta("malformed", st.malformed + self.names.tcp_broken + (mon.malformed if mon else 0))
+        evicted = self._delta("evicted", st.evicted + (mon.dropped if mon else 0))
+        ptr_dropped = self._delta("ptr", self.ptr.dropped if self.ptr else 0)
         if forgotten or malformed or evicted or ptr_dropped:
             iv.counters = replace(
                 iv.counters, lifecycle_forgotten=forgotten, dns_malformed=malformed, names_evicted=evicted,

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from sockscope.collector.aggregate import IPPROTO_TCP
 from sockscope.collector.model import DnsCapture
 from sockscope.lru import LruDict
 from sockscope.names.dns import Resolved, TcpStreams, parse_answer
 
-IPPROTO_TCP = 6
 MAX_NAMES = 8192  # per kind of record (per process, per namespace)
 PARENT_HOPS = 3  # how far up the parents a lookup done before fork() is looked for
 

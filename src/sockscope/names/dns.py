@@ -6,8 +6,9 @@ malformed answer (counted), never an exception for the caller, and never a name.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import dns.exception
 import dns.flags
@@ -15,9 +16,11 @@ import dns.message
 import dns.name
 import dns.rdatatype
 
+from sockscope.collector.addresses import V4MAPPED_PREFIX
 from sockscope.lru import LruDict
 
 MAX_CHAIN = 16  # CNAME hops followed: a loop or a longer chain stops there
+N = TypeVar("N", bound=Hashable)  # a name: dnspython's, or text
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +40,20 @@ def _text(name: dns.name.Name) -> str:
 
 def _addr16(rdtype: int, address: str) -> bytes:
     ip = ipaddress.ip_address(address)
-    if rdtype == dns.rdatatype.A:
-        return b"\0" * 10 + b"\xff\xff" + ip.packed
-    return ip.packed
+    return V4MAPPED_PREFIX + ip.packed if rdtype == dns.rdatatype.A else ip.packed
+
+
+def cname_chain(asked: N, cnames: Mapping[N, N]) -> tuple[N, list[N]]:
+    """Follow CNAMEs from the name asked for: (the owner the addresses must have, the chain to
+    it). A loop, or a chain longer than MAX_CHAIN, stops where it stops."""
+    chain: list[N] = []
+    owner = asked
+    while owner in cnames and len(chain) < MAX_CHAIN:
+        owner = cnames[owner]
+        if owner in chain or owner == asked:
+            break
+        chain.append(owner)
+    return owner, chain
 
 
 def parse_answer(wire: bytes) -> list[Resolved] | None:
@@ -54,13 +68,7 @@ def parse_answer(wire: bytes) -> list[Resolved] | None:
         for rrset in msg.answer:
             if rrset.rdtype == dns.rdatatype.CNAME and len(rrset):
                 cnames.setdefault(rrset.name, rrset[0].target)
-        chain: list[dns.name.Name] = []
-        owner = asked
-        while owner in cnames and len(chain) < MAX_CHAIN:
-            owner = cnames[owner]
-            if owner in chain or owner == asked:
-                break  # a CNAME loop: the chain as far as it went
-            chain.append(owner)
+        owner, chain = cname_chain(asked, cnames)
         out = []
         for rrset in msg.answer:
             if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and rrset.name == owner:

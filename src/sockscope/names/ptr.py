@@ -7,7 +7,6 @@ answer came. The cache and the queue are bounded; lookups that did not fit are c
 
 from __future__ import annotations
 
-import ipaddress
 import queue
 import threading
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from collections.abc import Callable
 import dns.resolver
 import dns.reversename
 
+from sockscope.collector.addresses import addr_text
 from sockscope.lru import LruDict
 
 CACHE = 4096  # addresses, with their name or None (no answer)
@@ -22,15 +22,10 @@ QUEUE = 256  # lookups waiting
 TIMEOUT = 2.0  # seconds per lookup
 
 
-def _text(addr: bytes) -> str:
-    ip = ipaddress.IPv6Address(addr)
-    return str(ip.ipv4_mapped or ip)
-
-
 def lookup(addr: bytes, timeout: float = TIMEOUT) -> str | None:
     """The PTR name of a 16-byte address (v4-mapped for IPv4), or None."""
     try:
-        answer = dns.resolver.resolve(dns.reversename.from_address(_text(addr)), "PTR", lifetime=timeout)
+        answer = dns.resolver.resolve(dns.reversename.from_address(addr_text(addr)), "PTR", lifetime=timeout)
         return str(answer[0].target.to_text(omit_final_dot=True))
     except Exception:  # no name, no answer, a broken one: all the same here
         return None

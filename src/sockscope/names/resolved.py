@@ -16,7 +16,8 @@ import socket
 import threading
 from typing import Any
 
-from sockscope.names.dns import MAX_CHAIN, Resolved
+from sockscope.collector.addresses import V4MAPPED_PREFIX
+from sockscope.names.dns import Resolved, cname_chain
 
 SOCKET = "/run/systemd/resolve/io.systemd.Resolve.Monitor"
 METHOD = "io.systemd.Resolve.Monitor.SubscribeQueryResults"
@@ -35,7 +36,7 @@ def _address(value: object, rtype: int) -> bytes | None:
     if not all(isinstance(b, int) and 0 <= b <= 255 for b in value):
         return None
     raw = bytes(value)
-    return b"\0" * 10 + b"\xff\xff" + raw if rtype == TYPE_A else raw
+    return V4MAPPED_PREFIX + raw if rtype == TYPE_A else raw
 
 
 def parse_reply(params: object) -> list[Resolved] | None:
@@ -72,13 +73,7 @@ def parse_reply(params: object) -> list[Resolved] | None:
             if addr is None:
                 return None
             addrs.append((owner, addr))
-    chain: list[str] = []
-    owner = asked
-    while owner in cnames and len(chain) < MAX_CHAIN:
-        owner = cnames[owner]
-        if owner in chain or owner == asked:
-            break
-        chain.append(owner)
+    owner, chain = cname_chain(asked, cnames)
     return [Resolved(addr, asked, tuple(chain), 0) for o, addr in addrs if o == owner]
 
 
