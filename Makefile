@@ -82,6 +82,13 @@ bench-percall: setup
 	$(BIN)/python bench/percall.py --userspace-arg=--max-flows --userspace-arg=65536 \
 		--json bench/results/percall.json | tee bench/results/percall.md
 
+## bench-events: live events, kernel to a subscriber of the daemon's socket, at 1 to 10,000 connections/s
+## (about 1 minute); writes bench/results/events.{md,json}
+.PHONY: bench-events
+bench-events: setup
+	mkdir -p bench/results
+	$(BIN)/python bench/events_latency.py --json bench/results/events.json | tee bench/results/events.md
+
 ## bench-soak: the daemon under process and connection churn, memory over time (12 minutes)
 bench-soak: setup
 	mkdir -p bench/results

@@ -125,6 +125,31 @@ struct {
 	__type(value, struct ss_peer);
 } ss_peers SEC(".maps");
 
+/* Live events: who listens on a port, for the connections accepted there (the accept side
+ * reaches ESTABLISHED in softirq, before any process took it). Written at listen(). */
+struct ss_listen_key {
+	__u32 netns;
+	__u16 port;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct ss_listen_key);
+	__type(value, __u32); /* tgid */
+} ss_listeners SEC(".maps");
+
+/* Live events: UDP flows seen lately, and when (CLOCK_BOOTTIME), so a flow's first datagram
+ * (or its first after ss_cfg.udp_idle_s of quiet) is announced once. Looked up once per flow
+ * per interval. An evicted flow is announced again when it next moves a datagram. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, struct ss_flow_key);
+	__type(value, __u64);
+} ss_udp_seen SEC(".maps");
+
 /* kprobe fallback: the socket and flags of a call, from entry to return. */
 struct ss_call {
 	__u64 sk;
@@ -309,6 +334,70 @@ static __always_inline int ss_merge(void *flows, struct ss_flow_key *key, struct
 	return 0;
 }
 
+/* The endpoints of a socket into a live event (family, addresses, ports, netns). */
+static __always_inline void ss_event_addrs(struct ss_event *e, struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	e->family = family;
+	e->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (family == AF_INET) {
+		ss_addr_v4(e->laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+		ss_addr_v4(e->raddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+	} else {
+		struct in6_addr a;
+
+		a = BPF_CORE_READ(sk, __sk_common.skc_v6_rcv_saddr);
+		ss_addr_v6(e->laddr, a.in6_u.u6_addr32);
+		a = BPF_CORE_READ(sk, __sk_common.skc_v6_daddr);
+		ss_addr_v6(e->raddr, a.in6_u.u6_addr32);
+	}
+}
+
+/* Live: announce a UDP flow's first datagram (or its first after a quiet spell). Runs on the
+ * first call of a key in an interval, so once per flow per interval at most. */
+static __always_inline void ss_udp_start(struct sock *sk, struct ss_flow_key *key, __u64 bytes, int dir)
+{
+	__u64 now, *last;
+	struct ss_event *e;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP ||
+	    BPF_CORE_READ(sk, __sk_common.skc_family) == AF_PACKET)
+		return;
+	now = bpf_ktime_get_boot_ns();
+	last = bpf_map_lookup_elem(&ss_udp_seen, key);
+	if (last) {
+		__u64 was = *last;
+
+		*last = now;
+		if (now - was < (__u64)ss_cfg.udp_idle_s * 1000000000ULL)
+			return;
+	} else {
+		bpf_map_update_elem(&ss_udp_seen, key, &now, BPF_ANY);
+	}
+	e = bpf_ringbuf_reserve(&ss_events, sizeof(*e), 0);
+	if (!e) {
+		ss_stat_add(SS_STAT_EVENTS_LOST, 1);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	ss_event_addrs(e, sk);
+	e->ts_ns = now;
+	e->cookie = key->cookie;
+	e->tgid = key->tgid;
+	e->protocol = IPPROTO_UDP;
+	e->type = SS_EV_UDP_START;
+	e->tx_bytes = bytes;
+	e->flags = dir == SS_RX ? SS_EVF_RX : 0;
+	if (key->rport) { /* an unconnected socket's datagram: its own peer */
+		__builtin_memcpy(e->raddr, key->raddr, sizeof(e->raddr));
+		e->rport = key->rport;
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
 /* The hot slot of a key: its low bits. Cookies come from a counter, so the sockets a
  * thread opened together hold distinct slots (a hash would collide among 8 keys in 64
  * slots one time in 4); the shifted bits spread cookies from other CPUs' batches and
@@ -363,6 +452,8 @@ static __always_inline __u16 ss_count(struct sock *sk, __u64 cookie, int unconne
 		/* First call of this key in this interval. */
 		ss_note_sock(sk, cookie, state, key.tgid);
 		ss_note_proc(key.tgid);
+		if (ss_cfg.live)
+			ss_udp_start(sk, &key, bytes, dir);
 	}
 	if (!hot)
 		return key.rport;
@@ -403,6 +494,23 @@ struct ss_rxseq {
 	__u32 tgid;     /* the last process that read it by a call: who the other claims count for */
 	__u16 fin_seen; /* the FIN's sequence number was taken off once */
 	__u16 valid;    /* copied_seq is set (storage is created zeroed) */
+	/* Live totals at the end (ss_tp_end): the counters as the connection reached ESTABLISHED.
+	 * bytes_acked and bytes_received are 64-bit; the 32-bit sequence differences beside them
+	 * are what was queued but not yet acked, or received but not yet read. */
+	__u64 acked0;
+	__u64 received0;
+	__u32 unacked0;   /* write_seq - snd_una */
+	__u32 unread0;    /* rcv_nxt - copied_seq */
+	__u32 owner;      /* connect()/listen() caller: who the end counts for if no reader is known */
+	__u8 started;     /* the snapshot above is set */
+	__u8 fin_sent;    /* we queued a FIN (went to FIN_WAIT1 or LAST_ACK): one sequence number, no byte */
+	__u8 initiator;
+	__u8 closed;      /* reached CLOSE with data still to read: the end waits for the socket's free */
+	/* At CLOSE: the totals then, and the sequence numbers they were taken at (see ss_tp_end). */
+	__u64 tx_close;
+	__u64 rx_close;
+	__u32 write_close;
+	__u32 copied_close;
 };
 
 struct {
@@ -412,19 +520,27 @@ struct {
 	__type(value, struct ss_rxseq);
 } ss_rxseq SEC(".maps");
 
-static __always_inline void ss_rxseq_start(struct sock *sk)
+static __always_inline struct ss_rxseq *ss_rxseq_start(struct sock *sk)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct ss_rxseq *st;
 
 	if (!tp)
-		return;
+		return NULL;
 	st = bpf_sk_storage_get(&ss_rxseq, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (st) {
 		st->copied_seq = tp->copied_seq;
 		st->fin_seen = 0;
 		st->valid = 1;
+		st->acked0 = tp->bytes_acked;
+		st->received0 = tp->bytes_received;
+		st->unacked0 = tp->write_seq - tp->snd_una;
+		st->unread0 = tp->rcv_nxt - tp->copied_seq;
+		st->fin_sent = 0;
+		st->closed = 0;
+		st->started = 1; /* again after a disconnect and a new connect() on the same socket */
 	}
+	return st;
 }
 
 /* The bytes read since the last claim; 0 when another claimant took them first (a claim
@@ -842,7 +958,7 @@ SS_KPROBE(packet_recvmsg, SS_RX, PT_REGS_PARM4(ctx))
 
 /* Group "state": TCP facts captured when the connection opens, state kept current. */
 
-static __always_inline void ss_emit(const struct ss_sock_info *si, __u8 type, __u8 oldstate)
+static __always_inline void ss_emit(const struct ss_sock_info *si, __u8 type, __u8 oldstate, __u32 tgid)
 {
 	struct ss_event *e = bpf_ringbuf_reserve(&ss_events, sizeof(*e), 0);
 
@@ -864,20 +980,172 @@ static __always_inline void ss_emit(const struct ss_sock_info *si, __u8 type, __
 	e->type = type;
 	e->initiator = si->initiator;
 	e->oldstate = oldstate;
+	e->tgid = tgid;
+	e->protocol = IPPROTO_TCP;
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* Live: the end of a TCP connection, with what the application wrote and read in all, from
+ * the counters TCP keeps, less the snapshot taken at ESTABLISHED (ss_rxseq_start):
+ *   written = acked since + queued unacked now - queued unacked then - our FIN
+ *   read    = received since - unread now + unread then - the peer's FIN if consumed
+ * (bytes_acked/bytes_received are 64-bit; a consumed FIN advanced copied_seq by one: see
+ * ss_claim). Taken when it reaches CLOSE, while the counters hold: a disconnect (an abort,
+ * SO_LINGER 0) resets them right after. Announced then, unless data is still queued to be read
+ * (the peer's reply after our half-close, say): then when the socket is freed (ss_tp_end). */
+static __always_inline int ss_fin_in(const struct sock *sk)
+{
+	return !!(sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)));
+}
+
+static __always_inline void ss_end_emit(struct sock *sk, struct ss_rxseq *st, __u64 tx, __u64 rx)
+{
+	struct ss_event *e = bpf_ringbuf_reserve(&ss_events, sizeof(*e), 0);
+
+	if (!e) {
+		ss_stat_add(SS_STAT_EVENTS_LOST, 1);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->cookie = ss_cookie(sk);
+	e->type = SS_EV_TCP_END;
+	e->protocol = IPPROTO_TCP;
+	e->initiator = st->initiator;
+	e->tgid = st->tgid ? st->tgid : st->owner;
+	e->owner_tgid = st->owner;
+	e->flags = SS_EVF_TOTALS;
+	e->tx_bytes = tx;
+	e->rx_bytes = rx;
+	/* Ports and addresses may read 0 once closed: user space has them from the open. */
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void ss_end_at_close(struct sock *sk, struct ss_rxseq *st)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	__u32 unread, data_unread;
+	int fin_in;
+	__u64 tx, rx;
+
+	if (!tp)
+		return;
+	unread = tp->rcv_nxt - tp->copied_seq;
+	fin_in = ss_fin_in(sk);
+	data_unread = fin_in && unread ? unread - 1 : unread; /* a FIN not yet read is no byte */
+	tx = tp->bytes_acked - st->acked0 + (__u32)(tp->write_seq - tp->snd_una) - st->unacked0 - st->fin_sent;
+	rx = tp->bytes_received - st->received0 - unread + st->unread0 - (fin_in && !unread);
+	if (data_unread == 0) {
+		st->started = 0; /* ended: nothing at the free */
+		ss_end_emit(sk, st, tx, rx);
+		return;
+	}
+	st->closed = 1;
+	st->tx_close = tx;
+	st->rx_close = rx;
+	st->write_close = tp->write_seq;
+	st->copied_close = tp->copied_seq;
+}
+
+/* The socket is freed (tcp:tcp_destroy_sock): its owner closed it, nothing more can be read. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(ss_tp_end, struct sock *sk)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	struct ss_rxseq *st;
+	__u32 read;
+
+	if (!ss_cfg.live || !tp)
+		return 0;
+	st = bpf_sk_storage_get(&ss_rxseq, sk, 0, 0);
+	if (!st || !st->started || !st->closed)
+		return 0; /* not established while sockscope watched, or announced at CLOSE */
+	st->started = 0;
+	if (tp->write_seq != st->write_close) {
+		/* A disconnect moved write_seq on (and set copied_seq past what was queued, unread):
+		 * nothing was read after CLOSE that sockscope can tell. */
+		ss_end_emit(sk, st, st->tx_close, st->rx_close);
+		return 0;
+	}
+	read = tp->copied_seq - st->copied_close;
+	if (read && ss_fin_in(sk) && tp->copied_seq == tp->rcv_nxt)
+		read--; /* the EOF was read after CLOSE */
+	ss_end_emit(sk, st, st->tx_close, st->rx_close + read);
+	return 0;
+}
+
+/* Live: a process starts listening (we are in its listen() call). */
+static __always_inline void ss_listen(const struct sock *sk)
+{
+	struct ss_listen_key lk = {};
+	struct ss_event *e;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	lk.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	lk.port = sk->__sk_common.skc_num;
+	bpf_map_update_elem(&ss_listeners, &lk, &tgid, BPF_ANY);
+	ss_note_proc(tgid);
+	e = bpf_ringbuf_reserve(&ss_events, sizeof(*e), 0);
+	if (!e) {
+		ss_stat_add(SS_STAT_EVENTS_LOST, 1);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	ss_event_addrs(e, (struct sock *)sk);
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->cookie = bpf_get_socket_cookie((void *)sk);
+	e->tgid = tgid;
+	e->protocol = IPPROTO_TCP;
+	e->type = SS_EV_TCP_LISTEN;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Who an ESTABLISHED connection is for: its connect() caller, else (accepted) whoever listens
+ * on its port in its namespace. The snapshot for the end's totals is taken here too. */
+static __always_inline __u32 ss_established(struct sock *sk, const struct ss_sock_info *si)
+{
+	struct ss_rxseq *st = ss_rxseq_start(sk);
+	struct ss_listen_key lk = {};
+	__u32 tgid = si->owner_tgid, *owner;
+
+	if (!tgid && si->initiator != SS_INIT_LOCAL) {
+		lk.netns = si->netns;
+		lk.port = si->lport;
+		owner = bpf_map_lookup_elem(&ss_listeners, &lk);
+		if (owner)
+			tgid = *owner;
+	}
+	if (st) {
+		st->owner = tgid;
+		st->initiator = si->initiator;
+	}
+	return tgid;
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(ss_tp_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	struct ss_sock_info *old, si = {};
+	struct ss_rxseq *st;
 	__u64 cookie;
 
 	if (sk->sk_protocol != IPPROTO_TCP || !ss_is_inet(sk->__sk_common.skc_family))
 		return 0;
+	if (newstate == TCP_LISTEN) {
+		if (ss_cfg.live)
+			ss_listen(sk);
+		return 0;
+	}
+	if (ss_cfg.live && (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK || newstate == TCP_CLOSE)) {
+		st = bpf_sk_storage_get(&ss_rxseq, (struct sock *)sk, 0, 0);
+		if (st && st->started) {
+			if (newstate == TCP_CLOSE)
+				ss_end_at_close((struct sock *)sk, st);
+			else /* entered by queueing our FIN (tcp_close_state, then tcp_send_fin) */
+				st->fin_sent = 1;
+		}
+	}
 	cookie = bpf_get_socket_cookie((void *)sk);
-	if (newstate == TCP_ESTABLISHED)
-		ss_rxseq_start((struct sock *)sk);
 	old = bpf_map_lookup_elem(&ss_socks, &cookie);
 	if (old) {
 		old->state = newstate;
@@ -888,13 +1156,13 @@ int BPF_PROG(ss_tp_state, const struct sock *sk, const int oldstate, const int n
 			__builtin_memcpy(old->raddr, si.raddr, sizeof(si.raddr));
 			old->lport = si.lport;
 			old->rport = si.rport;
-			ss_emit(old, SS_EV_TCP_OPEN, oldstate);
+			ss_emit(old, SS_EV_TCP_OPEN, oldstate, ss_established((struct sock *)sk, old));
 		} else if (newstate == TCP_CLOSE) {
-			ss_emit(old, SS_EV_TCP_CLOSE, oldstate);
+			ss_emit(old, SS_EV_TCP_CLOSE, oldstate, 0);
 		}
 		return 0;
 	}
-	if (newstate == TCP_CLOSE || newstate == TCP_LISTEN)
+	if (newstate == TCP_CLOSE)
 		return 0;
 	ss_fill_sock(&si, (struct sock *)sk, cookie);
 	si.state = newstate;
@@ -911,7 +1179,7 @@ int BPF_PROG(ss_tp_state, const struct sock *sk, const int oldstate, const int n
 	if (bpf_map_update_elem(&ss_socks, &cookie, &si, BPF_NOEXIST) == -SS_E2BIG)
 		ss_stat_add(SS_STAT_SOCK_INFO_FULL, 1);
 	if (newstate == TCP_ESTABLISHED)
-		ss_emit(&si, SS_EV_TCP_OPEN, oldstate);
+		ss_emit(&si, SS_EV_TCP_OPEN, oldstate, ss_established((struct sock *)sk, &si));
 	return 0;
 }
 

@@ -88,26 +88,42 @@ struct ss_proc_info {
 };
 
 enum ss_event_type {
-	SS_EV_TCP_OPEN = 1,  /* reached ESTABLISHED */
-	SS_EV_TCP_CLOSE = 2, /* reached CLOSE */
+	SS_EV_TCP_OPEN = 1,   /* reached ESTABLISHED */
+	SS_EV_TCP_CLOSE = 2,  /* reached CLOSE */
+	/* Live events (ss_cfg.live: a consumer hands them on as they happen) */
+	SS_EV_TCP_LISTEN = 3, /* listen(): in the caller's context */
+	SS_EV_TCP_END = 4,    /* the socket is freed (its owner closed it, and TCP is done): final totals */
+	SS_EV_UDP_START = 5,  /* first datagram of a (socket, process, peer) flow, or the first after idle */
 };
 
-/* A rare event, through the ring buffer: a TCP connection opened or closed. */
+enum ss_event_flags {
+	SS_EVF_TOTALS = 1, /* TCP_END: tx_bytes/rx_bytes are the connection's totals (it opened while watched) */
+	SS_EVF_RX = 2,     /* UDP_START: the first datagram was received (else sent) */
+};
+
+/* A rare event, through the ring buffer: a TCP connection opened or closed, a listener, the
+ * end of a TCP socket with its totals, the start of a UDP flow. */
 struct ss_event {
 	__u64 ts_ns;        /* CLOCK_BOOTTIME */
 	__u64 cookie;
 	__u64 open_ns;      /* when sockscope saw it open (CLOCK_BOOTTIME), 0 if before it started */
+	__u64 tx_bytes;     /* TCP_END: written by the application (from write_seq); UDP_START: the datagram */
+	__u64 rx_bytes;     /* TCP_END: read by the application (from copied_seq) */
 	__u8 laddr[16];
 	__u8 raddr[16];
 	__u32 netns;
 	__u32 owner_tgid;   /* the process that connect()ed, 0 if unknown (accept side) */
+	__u32 tgid;         /* the process the event is about: connect()/listen() caller, the listener's
+			     * owner for an accepted connection, the last reader at the end; 0 unknown */
 	__u16 family;
 	__u16 lport;
 	__u16 rport;
 	__u8 type;          /* enum ss_event_type */
 	__u8 initiator;     /* enum ss_initiator */
 	__u8 oldstate;
-	__u8 pad[7];
+	__u8 protocol;      /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 flags;         /* enum ss_event_flags */
+	__u8 pad[1];
 };
 
 /* Indexes into the per-CPU stats array. */
@@ -134,6 +150,8 @@ struct ss_config {
 	__u32 tcp_rx_by_seq;  /* TCP receives counted from copied_seq at tcp_rcv_space_adjust (sees
 			       * splice()); else by sock_recv_length alone (cheaper, blind to splice) */
 	__u32 dns;            /* capture what sockets talking to port 53 receive (ss_dns) */
+	__u32 live;           /* emit the live events (listen, end, UDP start) besides open/close */
+	__u32 udp_idle_s;     /* live: a UDP flow quiet this long starts anew (matches user space's) */
 };
 
 /* DNS answers as the receiving process read them: what a receive call on a UDP or TCP socket

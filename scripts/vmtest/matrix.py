@@ -46,6 +46,7 @@ TESTS = [
     "tests/kernel/test_collector.py",
     "tests/kernel/test_commands.py",
     "tests/kernel/test_names.py",
+    "tests/kernel/test_events.py",
 ]
 # Names: the capture in each hook group (UDP connected and not, TCP, v4 and v6, fork) runs in the
 # guests; what only user space decides (PTR, the daemon and reports, attribution between

@@ -1,4 +1,4 @@
-"""Command line: `sockscope doctor`, `top`, `daemon`, `report`."""
+"""Command line: `sockscope doctor`, `top`, `daemon`, `report`, `events`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 from sockscope import __version__
 from sockscope import config as config_mod
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = rep.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="a JSON list of rows")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header line")
+    from sockscope.events import cli as events_cli
+
+    events_cli.add_parser(sub, _hooks_arg, config_mod.DEFAULT_PATH)
     return parser
 
 
@@ -181,6 +185,24 @@ def _bpf_source(options: CollectorOptions) -> Source:
     from sockscope.collector.bpf_source import BpfSource
 
     return BpfSource(options)
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _live_source(
+    options: CollectorOptions, publish: Callable[[dict[str, Any]], None], report: Callable[[str], None] = _stderr
+) -> Source:
+    from sockscope.collector.bpf_source import BpfSource
+
+    return BpfSource(options, publish=publish, report=report)
+
+
+def run_events(args: argparse.Namespace, out: TextIO, stop: _Stop) -> int:
+    from sockscope.events import cli as events_cli
+
+    return events_cli.run_events(args, out, _live_source, stop.event, _hooks(args))
 
 
 class _Stop:
@@ -302,8 +324,9 @@ def _database(args: argparse.Namespace) -> str:
     return str(args.db if args.db is not None else _config(args, []).daemon.database)
 
 
-def run_daemon(args: argparse.Namespace, factory: SourceFactory = _bpf_source) -> int:
+def run_daemon(args: argparse.Namespace, factory: SourceFactory | None = None) -> int:
     from sockscope.daemon import Daemon, stderr_log
+    from sockscope.events.service import Handoff
     from sockscope.store.sqlite import open_writer
 
     overrides = list(args.set)
@@ -323,7 +346,15 @@ def run_daemon(args: argparse.Namespace, factory: SourceFactory = _bpf_source) -
     stop.install()
     # A fault in C code (SQLite, libbpf) would end a service with no word in its journal.
     faulthandler.enable()
-    daemon = Daemon(cfg, factory(options), lambda: open_writer(cfg.daemon.database, log=stderr_log))
+    handoff = Handoff(cfg, stderr_log)
+    if factory is not None:
+        source = factory(options)
+    elif handoff.wanted:
+        source = _live_source(replace(options, live=True), handoff.hub.publish, stderr_log)
+    else:
+        source = _bpf_source(options)
+    daemon = Daemon(cfg, source, lambda: open_writer(cfg.daemon.database, log=stderr_log),
+                    handoff=handoff if handoff.wanted else None)  # fmt: skip
     return daemon.run(stop.event, args.duration)
 
 
@@ -371,6 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_daemon(args)
         if args.command == "report":
             return run_report(args, sys.stdout)
+        if args.command == "events":
+            stop = _Stop()
+            stop.install()
+            return run_events(args, sys.stdout, stop)
         if not args.json and not args.plain and sys.stdout.isatty() and sys.stdin.isatty():
             return run_top_screen(args)
         stop = _Stop()

@@ -18,11 +18,14 @@ import re
 import stat
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import get_close_matches
-from typing import TypeGuard, TypeVar
+from typing import TYPE_CHECKING, TypeGuard, TypeVar
 
 from sockscope.bpf.loader import COUNT_GROUP_NAMES
+
+if TYPE_CHECKING:
+    from sockscope.events.rules import RuleSpec
 
 DEFAULT_PATH = "/etc/sockscope/config.toml"
 COMMAND_LINE = "<command line>"  # stands in for file:line in errors about -o overrides
@@ -112,12 +115,30 @@ class CollectorConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """The live event socket: `socket` its path, `group` its owner group (None: root's), `mode` its permission
+    bits, `max_subscribers` at once, `queue` lines waiting per subscriber, `stall` seconds a subscriber's queue
+    may stay full before it is disconnected, `enabled` whether it is served."""
+
+    socket: str
+    group: str | None
+    mode: int
+    max_subscribers: int
+    queue: int
+    stall: float
+    enabled: bool
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig
     retention: RetentionConfig
     ignore: IgnoreConfig
     udp: UdpConfig
     collector: CollectorConfig
+    # Defaults from _SECTIONS (a factory: evaluated when a Config is made, after this module is loaded).
+    events: EventsConfig = field(default_factory=lambda: _events(_Values({}, frozenset(), None)))
+    rules: tuple[RuleSpec, ...] = ()  # [[rule]] tables, parsed by sockscope.events.rules
 
     @classmethod
     def default(cls) -> Config:
@@ -140,8 +161,9 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 @dataclass(frozen=True)
 class _Key:
-    default: object
+    default: object  # None: absent unless set; dump_defaults() shows `example` commented out
     comment: str
+    example: object = None
 
 
 @dataclass(frozen=True)
@@ -190,7 +212,20 @@ _SECTIONS: dict[str, _Section] = {
             "ptr": _Key(False, "reverse DNS for peers no program resolved: sends DNS queries"),
         },
     ),
+    "events": _Section(
+        "live connection events for other programs (sockscope events)",
+        {
+            "socket": _Key("/run/sockscope/events.sock", "the live event socket (a Unix socket)"),
+            "group": _Key(None, "the socket's owner group, must exist (absent: root only)", "sockscope"),
+            "mode": _Key("0660", 'the socket\'s permission bits, octal: "0660" or 0o660'),
+            "max_subscribers": _Key(32, "subscribers at once, 1..1024"),
+            "queue": _Key(4096, "lines waiting per subscriber before it loses some"),
+            "stall": _Key("10s", "a subscriber whose queue stays full this long is disconnected"),
+            "enabled": _Key(True, "serve the socket ([[rule]]s run either way)"),
+        },
+    ),
 }
+RULE = "rule"  # [[rule]] tables: not a section of keys, parsed by sockscope.events.rules
 
 MIN_FLOWS = 16
 MAX_FLOWS = 2**32 - 1  # a BPF map's max_entries is a u32
@@ -220,6 +255,9 @@ def _show(value: object) -> str:
     else:
         text = str(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+show_value = _show  # public: events.rules and the sinks word their option errors the same way
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
@@ -366,6 +404,38 @@ def _whole(lo: int, hi: int) -> Callable[[object], int]:
 
 
 _max_flows = _whole(MIN_FLOWS, MAX_FLOWS)
+SUN_PATH_MAX = 107  # bytes of a Unix socket's path (sun_path, 108 with its NUL)
+
+
+def _socket_path(value: object) -> str:
+    path = _database(value)
+    if not path.startswith("/"):
+        raise _Problem(f"expected an absolute path, got {_show(value)}")
+    if len(os.fsencode(path)) > SUN_PATH_MAX:
+        raise _Problem(f"a Unix socket's path has at most {SUN_PATH_MAX} bytes, got {len(os.fsencode(path))}")
+    return path
+
+
+def _group(value: object) -> str | None:
+    # Only the shape: the group must exist when the daemon makes the socket, not when the file is read.
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or re.search(r"[\s:/\x00-\x1f\x7f]", value):
+        raise _Problem(f"expected a group name, got {_show(value)}")
+    return value
+
+
+def _mode(value: object) -> int:
+    expected = 'expected permission bits in octal, e.g. "0660" or 0o660'
+    if isinstance(value, str) and re.fullmatch(r"[0-7]{1,4}", value):
+        bits = int(value, 8)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        bits = value
+    else:
+        raise _Problem(f"{expected}, got {_show(value)}")
+    if not 0 <= bits <= 0o777:
+        raise _Problem(f"{expected} (at most 0777), got {_show(value)}")
+    return bits
 
 
 # --- where values come from
@@ -421,12 +491,16 @@ def _unknown(kind: str, name: str, known: Sequence[str], shown: Callable[[str], 
     return f"unknown {kind}{hint} (known{where}: {', '.join(known)})"
 
 
+def _header(section: str) -> str:
+    return f"[[{section}]]" if section == RULE else f"[{section}]"
+
+
 def _check_shape(data: Mapping[str, object], error: Callable[[str, str], ConfigError]) -> dict[str, dict[str, object]]:
     """Only known sections, each a table, holding only known keys."""
     checked: dict[str, dict[str, object]] = {}
     for section, table in data.items():
         if section not in _SECTIONS:
-            raise error(section, _unknown("section", section, list(_SECTIONS), lambda s: f"[{s}]", ""))
+            raise error(section, _unknown("section", section, [*_SECTIONS, RULE], _header, ""))
         if not isinstance(table, dict):
             raise error(section, f"expected a table ([{section}]), got {_show(table)}")
         known = list(_SECTIONS[section].keys)
@@ -437,7 +511,19 @@ def _check_shape(data: Mapping[str, object], error: Callable[[str, str], ConfigE
     return checked
 
 
-def _build(v: _Values) -> Config:
+def _events(v: _Values) -> EventsConfig:
+    return EventsConfig(
+        socket=v.get("events.socket", _socket_path),
+        group=v.get("events.group", _group),
+        mode=v.get("events.mode", _mode),
+        max_subscribers=v.get("events.max_subscribers", _whole(1, 1024)),
+        queue=v.get("events.queue", _whole(1, 1_000_000)),
+        stall=v.get("events.stall", _duration),
+        enabled=v.get("events.enabled", _bool),
+    )
+
+
+def _build(v: _Values, rules: tuple[RuleSpec, ...] = ()) -> Config:
     daemon = DaemonConfig(
         interval=v.get("daemon.interval", _interval),
         database=v.get("daemon.database", _database),
@@ -467,6 +553,8 @@ def _build(v: _Values) -> Config:
             hooks=v.get("collector.hooks", _hooks),
             ptr=v.get("collector.ptr", _bool),
         ),
+        events=_events(v),
+        rules=rules,
     )
 
 
@@ -512,7 +600,8 @@ _TOML_AT = re.compile(r" \(at line (\d+), column (\d+)\)$")
 _TOML_AT_END = " (at end of document)"
 
 
-def _parse(file: _File) -> dict[str, dict[str, object]]:
+def _parse(file: _File) -> tuple[dict[str, dict[str, object]], tuple[RuleSpec, ...]]:
+    """The file's sections, shape-checked, and its [[rule]] tables parsed."""
     try:
         data = tomllib.loads(file.text)
     except tomllib.TOMLDecodeError as e:
@@ -524,7 +613,12 @@ def _parse(file: _File) -> dict[str, dict[str, object]]:
         elif message.endswith(_TOML_AT_END):
             message, line = message.removesuffix(_TOML_AT_END) + " (at end of file)", len(file.text.splitlines())
         raise ConfigError(file.path, line, None, f"invalid TOML: {message}") from e
-    return _check_shape(data, file.error)
+    # Imported here: events.rules uses this module's duration parser and value display.
+    from sockscope.events.rules import parse_rules
+
+    raw_rules = data.pop(RULE, None)
+    checked = _check_shape(data, file.error)
+    return checked, parse_rules(raw_rules, file.error)
 
 
 def _override_value(text: str) -> object:
@@ -539,6 +633,9 @@ def _override_value(text: str) -> object:
 def _parse_override(text: str) -> tuple[str, str, object]:
     key, eq, value = text.partition("=")
     section, dot, name = key.strip().partition(".")
+    if section == RULE or section.startswith(f"{RULE}["):
+        problem = "rules cannot be set with -o; write [[rule]] tables in the configuration file"
+        raise ConfigError(COMMAND_LINE, None, key.strip(), problem)
     if not (eq and dot and section and name):
         expected = f"expected section.key=value, e.g. daemon.interval=2, got {_show(text)}"
         raise ConfigError(COMMAND_LINE, None, key.strip() if eq and key.strip() else None, expected)
@@ -560,8 +657,8 @@ def load(
     if isinstance(overrides, str):
         raise TypeError("overrides must be a sequence of strings, not one string")
     file = _read(path, default_path)
-    data = _parse(file) if file is not None else {}
-    config = _build(_Values(data, frozenset(), file))
+    data, rules = _parse(file) if file is not None else ({}, ())
+    config = _build(_Values(data, frozenset(), file), rules)
     if not overrides:
         return config
     merged = {section: dict(table) for section, table in data.items()}
@@ -571,16 +668,19 @@ def load(
         _check_shape({section: {name: value}}, _cli_error)
         merged.setdefault(section, {})[name] = value
         from_cli.add(f"{section}.{name}")
-    return _build(_Values(merged, frozenset(from_cli), file))
+    return _build(_Values(merged, frozenset(from_cli), file), rules)
 
 
 # --- where a key is in the text (tomllib reports no positions)
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_INDEXED = re.compile(r"(.+)\[\d+\]")
 
 
 def locate_key(text: str, key: str) -> int | None:
     """The 1-based line of TOML `text` that sets `key` ("section.key"), or of a section's header ("section").
+    The N-th table of an array of tables is `name[N]`, 1-based: "rule[2].match" is `match` in the second
+    `[[rule]]`; plain "rule.match" is the first one's.
 
     A line scanner, not a parser: it knows `[section]` and `[[section]]` headers, `key = value` and dotted
     `a.b = value` lines (bare or quoted names, taken as written), and skips comments, the inside of strings
@@ -594,13 +694,19 @@ def locate_key(text: str, key: str) -> int | None:
         line = lines.get(".".join(parts))
         if line is not None:
             return line
-        parts.pop()
+        m = _INDEXED.fullmatch(parts[-1])
+        if m is not None:  # "rule[9]" absent (or an inline array): where "rule" is
+            parts[-1] = m[1]
+        else:
+            parts.pop()
     return None
 
 
 def _key_lines(text: str) -> dict[str, int]:
     found: dict[str, int] = {}
     table: list[str] = []
+    indexed: list[str] = []  # the same with the last part of an [[array]] header as name[N]
+    arrays: dict[str, int] = {}  # [[array]] headers seen per name
     depth, multiline = 0, ""  # open brackets and the open multi-line string's quotes, carried across lines
     for lineno, line in enumerate(text.split("\n"), 1):
         if depth or multiline:
@@ -610,15 +716,23 @@ def _key_lines(text: str) -> dict[str, int]:
         if i == len(line) or line[i] == "#":
             continue
         if line[i] == "[":
-            parts, _ = _read_key(line, i + (2 if line.startswith("[[", i) else 1))
+            array = line.startswith("[[", i)
+            parts, _ = _read_key(line, i + (2 if array else 1))
             if parts:
-                table = parts
+                table = indexed = parts
+                if array:
+                    name = ".".join(parts)
+                    arrays[name] = arrays.get(name, 0) + 1
+                    indexed = [*parts[:-1], f"{parts[-1]}[{arrays[name]}]"]
+                    _record(found, indexed, lineno)
                 _record(found, table, lineno)
             continue
         parts, i = _read_key(line, i)
         i = _skip_space(line, i)
         if parts and i < len(line) and line[i] == "=":
             _record(found, table + parts, lineno)
+            if indexed is not table:
+                _record(found, indexed + parts, lineno)
             depth, multiline = _scan_value(line, i + 1, 0, "")
     return found
 
@@ -729,7 +843,15 @@ def dump_defaults() -> str:
     for name, section in _SECTIONS.items():
         rows.append(("", ""))
         rows.append((f"[{name}]", section.comment))
-        rows.extend((f"{key} = {_toml_value(k.default)}", k.comment) for key, k in section.keys.items())
+        for key, k in section.keys.items():
+            if k.default is None:  # absent by default: shown commented out, with an example value
+                rows.append((f"# {key} = {_toml_value(k.example)}", k.comment))
+            else:
+                rows.append((f"{key} = {_toml_value(k.default)}", k.comment))
+    from sockscope.events.rules import EXAMPLE  # imported here: events.rules imports this module
+
+    rows.append(("", ""))
+    rows.extend((f"# {code}" if code else "", comment) for code, comment in EXAMPLE)  # no rules by default
     width = max(len(code) for code, _ in rows) + 2
     head = [
         f"# sockscope daemon configuration (sockscope daemon --config PATH, default {DEFAULT_PATH}).",

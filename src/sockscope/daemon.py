@@ -20,6 +20,7 @@ from dataclasses import replace
 from sockscope.collector.model import Interval
 from sockscope.collector.source import Source
 from sockscope.config import Config
+from sockscope.events.service import Handoff
 from sockscope.gcpace import paced
 from sockscope.store.backlog import Backlog
 from sockscope.store.base import HistoryWriter, Retention, StoreError, StoreUnavailable
@@ -67,8 +68,12 @@ class Daemon:
         open_writer: Callable[[], HistoryWriter],
         log: Log = stderr_log,
         clock: Callable[[], float] = time.time,
+        handoff: Handoff | None = None,
     ) -> None:
+        """`handoff`: the live events' socket and rules (sockscope.events); the source publishes
+        to its hub."""
         self.config = config
+        self.handoff = handoff
         self.source = source
         self._open_writer = open_writer
         self.log = log
@@ -139,6 +144,8 @@ class Daemon:
         said = self.backlog.append(apply_ignores(self.source.read(), self.config))
         if said is not None:
             self.log(said)
+        if self.handoff is not None:
+            self.handoff.check()
         if self._flush():
             self._maintain()
 
@@ -147,7 +154,14 @@ class Daemon:
         # Opens (or creates) the database first: a bad path or another writer shows at once,
         # before anything is loaded into the kernel.
         self._flush()
-        self.source.start()
+        if self.handoff is not None:
+            self.handoff.start()  # a socket in use by another daemon shows here, before any loading
+        try:
+            self.source.start()
+        except BaseException:
+            if self.handoff is not None:
+                self.handoff.close()
+            raise
         try:
             self._maintain(force=True)
             self.log(f"counting; writing {self.config.daemon.database} every {interval:g} s")
@@ -157,6 +171,8 @@ class Daemon:
                     gc_pacer.after_interval()
         finally:
             self.source.close()
+            if self.handoff is not None:
+                self.handoff.close()
             self._shutdown()
         return 1 if self.lost_intervals else 0
 

@@ -80,3 +80,19 @@ def test_the_flow_key_struct_matches_the_mirror() -> None:
 
 def test_the_dns_record_head_matches_the_mirror() -> None:
     assert abi.DNS_HEAD.size == abi.DnsEvent.data.offset
+
+
+def test_the_event_struct_matches_the_mirror() -> None:
+    """abi.EVENT (one unpack per ring buffer record) reads every field of abi.Event, in order."""
+    names = [field[0] for field in abi.Event._fields_ if field[0] != "pad"]
+    e = abi.Event()
+    want = []
+    for i, name in enumerate(names, 1):
+        value: object = bytes(range(i, i + 16)) if name in ("laddr", "raddr") else i * 3
+        if isinstance(value, bytes):
+            getattr(e, name)[:] = list(value)
+        else:
+            setattr(e, name, value)
+        want.append(value)
+    assert abi.EVENT.size == ctypes.sizeof(abi.Event)
+    assert list(abi.EVENT.unpack_from(bytes(e))) == want

@@ -97,14 +97,14 @@ def test_daemon_command_runs_the_configured_source_and_writes(tmp_path, monkeypa
     db = tmp_path / "h.db"
     a = cli.build_parser().parse_args(
         ["daemon", "--db", str(db), "--interval", "0.01", "--duration", "0.05", "-o", "collector.splice=false",
-         "-o", "udp.idle_timeout=5", "-o", 'collector.hooks="fentry"']
+         "-o", "udp.idle_timeout=5", "-o", 'collector.hooks="fentry"', "-o", "events.enabled=false"]
     )  # fmt: skip
     assert cli.run_daemon(a, factory) == 0
     assert (seen[0].splice, seen[0].udp_idle, seen[0].count_groups) == (False, 5.0, ("fentry",))
     # --hooks wins over the configuration
     a = cli.build_parser().parse_args(
         ["daemon", "--db", str(db), "--interval", "0.01", "--duration", "0.05", "-o", 'collector.hooks="fentry"',
-         "--hooks", "auto"]
+         "--hooks", "auto", "-o", "events.enabled=false"]
     )  # fmt: skip
     assert cli.run_daemon(a, factory) == 0
     assert seen[1].count_groups == ("tracepoint", "fentry", "kprobe")

@@ -117,6 +117,7 @@ def test_dump_defaults_loads_as_the_defaults(tmp_path: Path) -> None:
         "ignore": {"processes", "ports", "addresses"},
         "udp": {"idle_timeout"},
         "collector": {"max_flows", "splice", "hooks", "ptr"},
+        "events": {"socket", "mode", "max_subscribers", "queue", "stall", "enabled"},  # group: absent by default
     }
     assert all(len(line) <= 120 for line in text.splitlines())
 
@@ -190,7 +191,7 @@ def test_retention_order_in_full_past_decoys() -> None:
     )
 
 
-KNOWN_SECTIONS = "daemon, retention, ignore, udp, collector"
+KNOWN_SECTIONS = "daemon, retention, ignore, udp, collector, events, rule"
 NET = 'expected an IP address or CIDR network like "10.0.0.0/8" or "fd00::/8"'
 DUR = 'expected a duration like "2d" or a number of seconds'
 ORDER = "must be raw <= minute <= hour"

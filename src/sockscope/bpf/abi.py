@@ -9,7 +9,7 @@ from __future__ import annotations
 import ctypes
 import struct
 from ctypes import c_uint8, c_uint16, c_uint32, c_uint64
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 
 SS_COMM_LEN = 16
 SS_EXE_LEN = 64
@@ -41,6 +41,14 @@ class Stat(IntEnum):
 class EventType(IntEnum):
     TCP_OPEN = 1
     TCP_CLOSE = 2
+    TCP_LISTEN = 3
+    TCP_END = 4
+    UDP_START = 5
+
+
+class EventFlags(IntFlag):
+    TOTALS = 1
+    RX = 2
 
 
 SS_STAT_MAX = 8
@@ -119,17 +127,22 @@ class Event(ctypes.Structure):
         ("ts_ns", c_uint64),
         ("cookie", c_uint64),
         ("open_ns", c_uint64),
+        ("tx_bytes", c_uint64),
+        ("rx_bytes", c_uint64),
         ("laddr", c_uint8 * 16),
         ("raddr", c_uint8 * 16),
         ("netns", c_uint32),
         ("owner_tgid", c_uint32),
+        ("tgid", c_uint32),
         ("family", c_uint16),
         ("lport", c_uint16),
         ("rport", c_uint16),
         ("type", c_uint8),
         ("initiator", c_uint8),
         ("oldstate", c_uint8),
-        ("pad", c_uint8 * 7),
+        ("protocol", c_uint8),
+        ("flags", c_uint8),
+        ("pad", c_uint8 * 1),
     ]
 
 
@@ -142,6 +155,8 @@ class Config(ctypes.Structure):
         ("capture_args", c_uint32),
         ("tcp_rx_by_seq", c_uint32),
         ("dns", c_uint32),
+        ("live", c_uint32),
+        ("udp_idle_s", c_uint32),
     ]
 
 
@@ -161,6 +176,9 @@ class DnsEvent(ctypes.Structure):
 
 # The fields before data, unpacked from each record without copying its data twice.
 DNS_HEAD = struct.Struct("=QQIIIHBB")
+# struct ss_event as one unpack (the live pump decodes thousands a second): the fields of Event, in
+# order, padding skipped. tests/unit/test_abi.py checks it against Event.
+EVENT = struct.Struct("=QQQQQ16s16sIIIHHHBBBBBx")
 
 
 # C struct name -> mirror, for the layout test.

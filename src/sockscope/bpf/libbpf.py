@@ -98,6 +98,7 @@ class _Lib:
             "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
             "ring_buffer__new": (c_void_p, [c_int, _SAMPLE_FN, c_void_p, c_void_p]),
             "ring_buffer__consume": (c_int, [c_void_p]),
+            "ring_buffer__poll": (c_int, [c_void_p, c_int]),
             "ring_buffer__free": (None, [c_void_p]),
             "bpf_map_lookup_and_delete_batch": (
                 c_int,
@@ -283,6 +284,16 @@ class RingBuffer:
             rc = lib().lib.ring_buffer__consume(self._ptr)
             if rc < 0:
                 raise LibbpfError("ring_buffer__consume", rc)
+        out, self._records = self._records, []
+        return out
+
+    def poll(self, timeout_ms: int) -> list[bytes]:
+        """The records waiting, after waiting up to timeout_ms for one (epoll; the GIL is released
+        while it waits). One thread only: libbpf's ring buffer is not for concurrent consumers."""
+        if self._ptr:
+            rc = lib().lib.ring_buffer__poll(self._ptr, timeout_ms)
+            if rc < 0 and rc != -errno_mod.EINTR:
+                raise LibbpfError("ring_buffer__poll", rc)
         out, self._records = self._records, []
         return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -35,6 +36,7 @@ OPTIONAL_FUNCS = frozenset({"inet_sendpage", "packet_sendmsg", "packet_recvmsg"}
 # a socket's end; the kprobe group, whose returns cannot reach socket storage, claims at RCVSPACE.
 RCVSPACE = "ss_tp_rcvspace"
 DESTROY = "ss_tp_destroy"
+END = "ss_tp_end"  # live events: a TCP socket's end with its totals (CollectorOptions.live)
 ITER = "ss_iter_rxseq"
 SPLICE_PROGS = (DESTROY, ITER)
 
@@ -70,7 +72,11 @@ COUNT_GROUPS = (
 )
 COUNT_GROUP_NAMES = tuple(g.name for g in COUNT_GROUPS)
 AUX_GROUPS = (
-    HookGroup("tcp_state", ("ss_tp_state",), "sock:inet_sock_set_state: TCP endpoints, state, who opened"),
+    HookGroup(
+        "tcp_state",
+        ("ss_tp_state", END),
+        "sock:inet_sock_set_state: TCP endpoints, state, who opened; tcp:tcp_destroy_sock: the end (live events)",
+    ),
     HookGroup(
         "udp_peers",
         ("ss_sendmsg4", "ss_sendmsg6", "ss_recvmsg4", "ss_recvmsg6"),
@@ -111,6 +117,9 @@ class CollectorOptions:
     dns: bool = True
     # Reverse DNS (PTR) for peers no program resolved: queries of sockscope's own, so off by default.
     ptr: bool = False
+    # Live events (sockscope.events): listeners, TCP ends with totals and UDP flow starts in the
+    # ring buffer too, read as they come by a thread of their own.
+    live: bool = False
 
 
 def count_groups_for(hooks: str) -> tuple[str, ...]:
@@ -239,6 +248,8 @@ class Collector(Reads):
         obj = libbpf.Object(self._object_path())
         if not self.options.splice:
             programs = programs - {RCVSPACE, *SPLICE_PROGS}
+        if not self.options.live:
+            programs = programs - {END}
         if any(p.startswith(("ss_fx_", "ss_kp_", "ss_krp_")) for p in programs):
             programs = programs - set(self.absent())
         try:
@@ -252,6 +263,8 @@ class Collector(Reads):
                 capture_args=int(self.options.capture_args),
                 tcp_rx_by_seq=int(self.options.splice),
                 dns=int(self.options.dns),
+                live=int(self.options.live),
+                udp_idle_s=max(1, math.ceil(self.options.udp_idle)),
             )
             obj.map(".rodata").write_initial_value(bytes(cfg))
             obj.load()

@@ -51,6 +51,17 @@ def _cstr(raw: bytes) -> str:
     return decode_untrusted(raw.split(b"\0", 1)[0])
 
 
+_EVENT_KINDS = {
+    abi.EventType.TCP_OPEN: "open",
+    abi.EventType.TCP_CLOSE: "close",
+    abi.EventType.TCP_LISTEN: "listen",
+    abi.EventType.TCP_END: "end",
+    abi.EventType.UDP_START: "udp_start",
+}
+_INTERVAL_KINDS = frozenset({"open", "close"})  # what the lifecycle tracker takes
+_TOTALS, _RX = int(abi.EventFlags.TOTALS), int(abi.EventFlags.RX)
+
+
 class Reads:
     """What Collector.start() sets up, read each interval."""
 
@@ -84,29 +95,24 @@ class Reads:
         the bytes of a connection closed before this call are then in that drain."""
         if self._events is None:
             return []
-        out = []
-        for raw in self._events.consume():
-            e = abi.Event.from_buffer_copy(raw[: ctypes.sizeof(abi.Event)])
-            kind = "open" if e.type == abi.EventType.TCP_OPEN else "close"
-            if kind == "open" and self.splice is not None:
-                self.splice.note(e.netns, e.owner_tgid)  # a splice()-only reader moves no bytes by calls
-            out.append(
-                ConnEvent(
-                    kind=kind,
-                    ts_ns=e.ts_ns,
-                    cookie=e.cookie,
-                    family=e.family,
-                    laddr=bytes(e.laddr),
-                    lport=e.lport,
-                    raddr=bytes(e.raddr),
-                    rport=e.rport,
-                    netns=e.netns,
-                    owner_tgid=e.owner_tgid,
-                    initiator=e.initiator,
-                    open_ns=e.open_ns,
-                )
-            )
-        return out
+        return [e for e in map(self._decode_event, self._events.consume()) if e.kind in _INTERVAL_KINDS]
+
+    def poll_events(self, timeout_ms: int) -> list[ConnEvent]:
+        """All events, waiting up to timeout_ms for the first (the live pump's thread only)."""
+        if self._events is None:
+            return []
+        return [self._decode_event(raw) for raw in self._events.poll(timeout_ms)]
+
+    def _decode_event(self, raw: bytes) -> ConnEvent:
+        (ts_ns, cookie, open_ns, tx_bytes, rx_bytes, laddr, raddr, netns, owner_tgid, tgid, family, lport, rport,
+         type_, initiator, _oldstate, protocol, flags) = abi.EVENT.unpack_from(raw)  # fmt: skip
+        kind = _EVENT_KINDS.get(type_, "close")
+        if kind == "open" and self.splice is not None:
+            self.splice.note(netns, owner_tgid)  # a splice()-only reader moves no bytes by calls
+        return ConnEvent(
+            kind, ts_ns, cookie, family, laddr, lport, raddr, rport, netns, owner_tgid, initiator, open_ns, tgid,
+            protocol, tx_bytes, rx_bytes, bool(flags & _TOTALS), bool(flags & _RX),
+        )  # fmt: skip
 
     def read_dns(self) -> list[DnsCapture]:
         """DNS answers read by processes since the last call (see ss_dns_event)."""
@@ -206,6 +212,14 @@ class Reads:
             dns_unread=d[s.DNS_UNREAD],
         )
 
+    def stat_total(self, stat: abi.Stat) -> int:
+        """One kernel counter's total since load (summed over CPUs); for the live pump, which keeps
+        its own previous value (the interval path's deltas are _stats_delta's)."""
+        buf = ctypes.create_string_buffer(ctypes.sizeof(abi.Stats) * self._ncpu)
+        if not self._map("ss_stats").lookup_into(ctypes.c_uint32(0), buf):
+            return 0
+        return _sum_percpu(buf.raw, abi.SS_STAT_MAX, self._ncpu)[stat]
+
     def sock_facts(self, cookie: int) -> SockFacts | None:
         si = abi.SockInfo()
         if not self._map("ss_socks").lookup_into(ctypes.c_uint64(cookie), si):
@@ -227,10 +241,20 @@ class Reads:
             ifindex=si.ifindex,
         )
 
-    def proc_facts(self, tgid: int) -> ProcFacts | None:
+    def proc_record(self, tgid: int) -> bytes | None:
+        """The kernel's record of a process as it is stored (see proc_facts): the live pump keeps
+        what it decoded per record, so an unchanged one costs one lookup."""
         pi = abi.ProcInfo()
         if not self._map("ss_procs").lookup_into(ctypes.c_uint32(tgid), pi):
             return None
+        return bytes(pi)
+
+    def proc_facts(self, tgid: int, raw: bytes | None = None) -> ProcFacts | None:
+        if raw is None:
+            raw = self.proc_record(tgid)
+            if raw is None:
+                return None
+        pi = abi.ProcInfo.from_buffer_copy(raw)
         raw_args = bytes(pi.args)[: pi.args_len]
         args = tuple(decode_untrusted(a) for a in raw_args.split(b"\0") if a)
         return ProcFacts(

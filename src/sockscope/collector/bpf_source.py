@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from sockscope.bpf.loader import Collector, CollectorOptions, HookStatus, cgroup2_root
 from sockscope.collector.aggregate import AF_PACKET, IPPROTO_TCP, Named, Templates, build_processes, due
@@ -14,6 +16,7 @@ from sockscope.collector.identity import ProcessIdentity, ProcessResolver
 from sockscope.collector.lifecycle import LifecycleTracker
 from sockscope.collector.model import Interval, SockFacts
 from sockscope.collector.source import Source
+from sockscope.events.live import EventPump, LiveEvents
 from sockscope.lru import FifoDict
 from sockscope.names.cache import NameCache
 from sockscope.names.ptr import PtrNames
@@ -44,8 +47,18 @@ class BpfSource(Source):
         self,
         options: CollectorOptions | None = None,
         resolver: ProcessResolver | None = None,
+        publish: Callable[[dict[str, Any]], None] | None = None,
+        report: Callable[[str], None] = lambda msg: None,
     ) -> None:
+        """`publish`: live events (sockscope.events) as they happen, from a thread of their own;
+        it turns `options.live` on."""
+        if publish is not None:
+            options = replace(options or CollectorOptions(), live=True)
         self.collector = Collector(options)
+        self._publish = publish
+        self._report = report
+        self.pump: EventPump | None = None
+        self.live: LiveEvents | None = None
         self.lifecycle = LifecycleTracker(udp_idle=self.collector.options.udp_idle)
         self.resolver = resolver or ProcessResolver(cgroups=CgroupPaths(cgroup2_root()))
         # Last facts seen per socket: a socket evicted from the kernel's LRU map keeps its endpoints.
@@ -63,10 +76,18 @@ class BpfSource(Source):
 
     def start(self) -> None:
         self.collector.start()
+        if self._publish is not None:
+            # A resolver of its own: the pump's thread must not share the interval path's caches.
+            self.live = LiveEvents(self.collector, self.names, ProcessResolver(cgroups=CgroupPaths(cgroup2_root())))
+            self.pump = EventPump(self.collector, self.live, self._publish, names=self.names, report=self._report)
+            self.pump.start()
         if self.resolved is not None:
             self.resolved.start()  # absent where systemd-resolved does not run: normal
 
     def close(self) -> None:
+        if self.pump is not None:
+            self.pump.close()
+            self.pump = None
         if self.resolved is not None:
             self.resolved.close()
         if self.ptr is not None:
@@ -120,8 +141,13 @@ class BpfSource(Source):
         return total - before
 
     def _read(self) -> Interval:
-        events = self.collector.read_events()  # first: a close read now has all its bytes in this drain
-        self.names.learn(self.collector.read_dns())  # before the connections they name
+        # First: a close read now has all its bytes in this drain. With live events on, their thread
+        # reads the rings (events and DNS answers) and hands the open/close events on here.
+        if self.pump is not None:
+            events = self.pump.take()
+        else:
+            events = self.collector.read_events()
+            self.names.learn(self.collector.read_dns())  # before the connections they name
         if self.resolved is not None:
             self.names.learn_resolved(OWN_NETNS, self.resolved.drain())
         self._now = time.monotonic()
@@ -149,6 +175,11 @@ class BpfSource(Source):
             unattributed_rx=sum(f[5] for f in orphans),
         )
         iv.lifecycle = self.lifecycle.update(iv, events)
+        if self.live is not None and self._publish is not None:
+            for life in iv.lifecycle:  # UDP flows end by going quiet: known here, once per interval
+                ev = self.live.from_life(life)
+                if ev is not None:
+                    self._publish(ev)
         st, mon = self.names.stats, self.resolved
         forgotten = self._delta("forgotten", self.lifecycle.forgotten)
         # DNS-over-TCP streams given up and the monitor's malformed replies count as malformed

@@ -108,9 +108,11 @@ class DnsCapture:
 
 @dataclass(frozen=True, slots=True)
 class ConnEvent:
-    """A TCP connection opened or closed (from the kernel's ring buffer)."""
+    """An event from the kernel's ring buffer: a TCP connection opened or closed; with live
+    events on (sockscope.events), also a listener, a TCP socket's end with its totals, and the
+    start of a UDP flow."""
 
-    kind: str  # "open" | "close"
+    kind: str  # "open" | "close" | "listen" | "end" | "udp_start"
     ts_ns: int  # CLOCK_BOOTTIME
     cookie: int
     family: int
@@ -122,6 +124,12 @@ class ConnEvent:
     owner_tgid: int = 0
     initiator: int = 0
     open_ns: int = 0
+    tgid: int = 0  # the process the event is about (see struct ss_event), 0 unknown
+    protocol: int = 6
+    tx_bytes: int = 0  # end: the connection's totals (when `totals`); udp_start: the datagram
+    rx_bytes: int = 0
+    totals: bool = False
+    received: bool = False  # udp_start: the first datagram was received, not sent
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ Bounded: the least lately learned go first, counted in `evicted`."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -40,12 +41,18 @@ class NameCache:
         self._ns: LruDict[tuple[int, bytes], tuple[Resolved, int, str]] = LruDict(limit)
         self._tcp = TcpStreams()
         self.stats = NameStats()
+        # With live events on, answers are learned in their thread while intervals look names up.
+        self._lock = threading.Lock()
 
     @property
     def tcp_broken(self) -> int:
         return self._tcp.broken
 
     def learn(self, captures: Iterable[DnsCapture]) -> None:
+        with self._lock:
+            self._learn(captures)
+
+    def _learn(self, captures: Iterable[DnsCapture]) -> None:
         for cap in captures:
             if cap.protocol == IPPROTO_TCP:
                 for wire in self._tcp.feed(cap.cookie, cap.data, len(cap.data) == cap.length):
@@ -70,6 +77,12 @@ class NameCache:
     ) -> Name | None:
         """The name for a connection of `tgid` to `addr` (16 bytes, v4-mapped for IPv4); with
         `namespace` false, only one its own process (or a parent) received."""
+        with self._lock:
+            return self._lookup(netns, tgid, addr, parent, namespace)
+
+    def _lookup(
+        self, netns: int, tgid: int, addr: bytes, parent: Callable[[int], int | None], namespace: bool
+    ) -> Name | None:
         found = self._ns.get((netns, addr))
         if found is None:
             # No process in the namespace received that address (any per-process record of it is
@@ -91,7 +104,8 @@ class NameCache:
     def learn_resolved(self, netns: int, resolved: Iterable[Resolved]) -> None:
         """Names from systemd-resolved's monitor: which process asked is not known, so they are
         the namespace's (resolved serves the namespace it runs in)."""
-        before = self._ns.evicted
-        for r in resolved:
-            self._ns[(netns, r.addr)] = (r, 0, "resolved")
-        self.stats.evicted += self._ns.evicted - before
+        with self._lock:
+            before = self._ns.evicted
+            for r in resolved:
+                self._ns[(netns, r.addr)] = (r, 0, "resolved")
+            self.stats.evicted += self._ns.evicted - before

@@ -1,0 +1,1 @@
+"""Live connection events: as they happen, for other programs."""
