@@ -7,6 +7,8 @@ BUILD := build
 BPF_SRC := bpf/sockscope.bpf.c
 BPF_HDRS := bpf/sockscope.h bpf/sockscope.bpf.h
 BPF_OBJ := src/sockscope/bpf/sockscope.bpf.o
+OPENS_SRC := bpf/opens.bpf.c
+OPENS_OBJ := src/sockscope/bpf/opens.bpf.o
 CLANG ?= clang
 LLVM_STRIP ?= llvm-strip
 BPFTOOL ?= $(shell command -v bpftool || echo /usr/sbin/bpftool)
@@ -45,7 +47,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 ## bpf: compile the CO-RE object shipped in the package
-bpf: $(BPF_OBJ)
+bpf: $(BPF_OBJ) $(OPENS_OBJ)
 $(BUILD)/vmlinux.h:
 	mkdir -p $(BUILD)
 	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp
@@ -54,6 +56,11 @@ $(BPF_OBJ): $(BPF_SRC) $(BPF_HDRS) $(BUILD)/vmlinux.h
 	$(CLANG) -g -O2 -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
 		-I$(BUILD) -Ibpf -c $(BPF_SRC) -o $@.tmp
 	$(LLVM_STRIP) -g $@.tmp  # keep BTF, drop DWARF
+	mv $@.tmp $@
+$(OPENS_OBJ): $(OPENS_SRC) bpf/opens.h $(BUILD)/vmlinux.h
+	$(CLANG) -g -O2 -Wall -Werror -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
+		-I$(BUILD) -Ibpf -c $(OPENS_SRC) -o $@.tmp
+	$(LLVM_STRIP) -g $@.tmp
 	mv $@.tmp $@
 
 lint:
@@ -89,6 +96,13 @@ bench-events: setup
 	mkdir -p bench/results
 	$(BIN)/python bench/events_latency.py --json bench/results/events.json | tee bench/results/events.md
 
+## bench-opens: `sockscope opens` under an open storm, ns added per open and the rate it keeps up with
+## (about 2 minutes); writes bench/results/opens.{md,json}
+.PHONY: bench-opens
+bench-opens: setup
+	mkdir -p bench/results
+	$(BIN)/python bench/opens_storm.py --json bench/results/opens.json | tee bench/results/opens.md
+
 ## bench-soak: the daemon under process and connection churn, memory over time (12 minutes)
 bench-soak: setup
 	mkdir -p bench/results
@@ -102,7 +116,7 @@ bench-compare: setup
 	$(BIN)/python bench/compare.py --pairs 5 --seconds 5 --out bench/results
 
 clean:
-	rm -rf $(BUILD) $(BPF_OBJ) $(VENV)
+	rm -rf $(BUILD) $(BPF_OBJ) $(OPENS_OBJ) $(VENV)
 
 ## contrib: regenerate contrib/config.toml (the commented defaults)
 contrib: venv

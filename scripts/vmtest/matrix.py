@@ -47,6 +47,7 @@ TESTS = [
     "tests/kernel/test_commands.py",
     "tests/kernel/test_names.py",
     "tests/kernel/test_events.py",
+    "tests/kernel/test_opens.py",
 ]
 # Names: the capture in each hook group (UDP connected and not, TCP, v4 and v6, fork) runs in the
 # guests; what only user space decides (PTR, the daemon and reports, attribution between

@@ -1,4 +1,4 @@
-"""Command line: `sockscope doctor`, `top`, `daemon`, `report`, `events`."""
+"""Command line: `sockscope doctor`, `top`, `daemon`, `report`, `events`, `opens`."""
 
 from __future__ import annotations
 
@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sockscope.events import cli as events_cli
 
     events_cli.add_parser(sub, _hooks_arg, config_mod.DEFAULT_PATH)
+    from sockscope.opens import cli as opens_cli
+
+    opens_cli.add_parser(sub)
     return parser
 
 
@@ -406,6 +409,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop = _Stop()
             stop.install()
             return run_events(args, sys.stdout, stop)
+        if args.command == "opens":
+            from sockscope.opens import cli as opens_cli
+
+            stop = _Stop()
+            stop.install()
+            return opens_cli.run_opens(args, sys.stdout, stop.event)
         if not args.json and not args.plain and sys.stdout.isatty() and sys.stdin.isatty():
             return run_top_screen(args)
         stop = _Stop()

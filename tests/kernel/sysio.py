@@ -50,6 +50,7 @@ _IORING_OFF_SQES = 0x10000000
 _IORING_FEAT_SINGLE_MMAP = 1 << 0
 _IORING_ENTER_GETEVENTS = 1 << 0
 _IOSQE_IO_LINK = 1 << 2
+_IORING_OP_OPENAT = 18
 _IORING_OP_LINK_TIMEOUT = 15
 _IORING_OP_SEND = 26
 _IORING_OP_RECV = 27
@@ -505,6 +506,11 @@ class IoUring:
                 raise EOFError(f"EOF after {done} of {n} bytes")
             done += got
         return buf.raw
+
+    def openat(self, dirfd: int, path: bytes, flags: int, mode: int = 0) -> int:
+        """One IORING_OP_OPENAT: the new fd (OSError with the errno when it fails)."""
+        name = ctypes.create_string_buffer(path)  # held until the call returns
+        return self._submit(_IORING_OP_OPENAT, dirfd, ctypes.addressof(name), mode, flags)
 
     def close(self) -> None:
         if self._fd < 0:

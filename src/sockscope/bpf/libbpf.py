@@ -100,6 +100,10 @@ class _Lib:
             "ring_buffer__consume": (c_int, [c_void_p]),
             "ring_buffer__poll": (c_int, [c_void_p, c_int]),
             "ring_buffer__free": (None, [c_void_p]),
+            "btf__load_vmlinux_btf": (c_void_p, []),
+            "btf__find_by_name_kind": (c_int, [c_void_p, c_char_p, ctypes.c_uint32]),
+            "btf__type_by_id": (c_void_p, [c_void_p, ctypes.c_uint32]),
+            "btf__free": (None, [c_void_p]),
             "bpf_map_lookup_and_delete_batch": (
                 c_int,
                 [c_int, c_void_p, c_void_p, c_void_p, c_void_p, POINTER(c_uint32), c_void_p],
@@ -301,6 +305,36 @@ class RingBuffer:
         if self._ptr:
             lib().lib.ring_buffer__free(self._ptr)
             self._ptr = None
+
+
+class _BtfType(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("type", ctypes.c_uint32)]
+
+
+_BTF_KIND_PTR, _BTF_KIND_TYPEDEF, _BTF_KIND_FUNC_PROTO = 2, 8, 13
+
+
+def tracepoint_args(name: str) -> int | None:
+    """How many arguments the kernel's BTF gives tracepoint `name` (its btf_trace_NAME typedef,
+    a pointer to a function whose first argument is the tracepoint's data): for a tracepoint
+    whose arguments changed between kernels. None when the kernel has no such tracepoint."""
+    btf = lib().lib.btf__load_vmlinux_btf()
+    if not btf:
+        return None
+    try:
+        tid: int = lib().lib.btf__find_by_name_kind(btf, f"btf_trace_{name}".encode(), _BTF_KIND_TYPEDEF)
+        for want in (_BTF_KIND_TYPEDEF, _BTF_KIND_PTR, _BTF_KIND_FUNC_PROTO):
+            if tid <= 0:
+                return None
+            t = _BtfType.from_address(lib().lib.btf__type_by_id(btf, tid))
+            if (t.info >> 24) & 0x1F != want:
+                return None
+            if want == _BTF_KIND_FUNC_PROTO:
+                return int(t.info & 0xFFFF) - 1  # less the data pointer every btf_trace_ typedef starts with
+            tid = int(t.type)
+        return None
+    finally:
+        lib().lib.btf__free(btf)
 
 
 class Program:

@@ -1,0 +1,1 @@
+"""`sockscope opens`: which processes open which files, as it happens."""

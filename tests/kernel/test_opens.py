@@ -1,0 +1,193 @@
+"""`sockscope opens` (issue 15) against the real programs: short-lived processes, dirfd-relative
+opens resolved against the right directory, errors, the filters, hostile names, a storm."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sockscope.opens import abi
+from sockscope.opens.collector import OpensCollector, OpensOptions
+from tests.kernel.conftest import SOCKSCOPE
+
+
+@pytest.fixture
+def tree() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="sockscope-opens-"))
+    try:
+        (d / "data").mkdir()
+        (d / "elsewhere").mkdir()
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+class Opens:
+    """`sockscope opens --json ARGS` running; its objects once it ends."""
+
+    def __init__(self, *args: str) -> None:
+        self.out = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop): a file, not a pipe, so nothing slows it
+        self.proc = subprocess.Popen([SOCKSCOPE, "opens", "--json", *args], stdout=self.out,
+                                     stderr=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(1.5)  # loaded and attached
+
+    def stop(self) -> list[dict[str, Any]]:
+        self.proc.send_signal(2)
+        _, err = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 0, err
+        self.out.seek(0)
+        found = [json.loads(line) for line in self.out.read().splitlines()]
+        self.out.close()
+        return found
+
+
+def _fork_openers(n: int, dirfd: int, name: bytes, cwd: Path) -> list[int]:
+    """n children, each opening `name` relative to dirfd (from another current directory) and
+    exiting at once: gone long before user space could look at them."""
+    pids = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.chdir(cwd)
+                os.close(os.open(name, os.O_RDONLY, dir_fd=dirfd))
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        assert os.waitpid(pid, 0)[1] == 0
+    return pids
+
+
+def test_short_lived_dirfd_relative_opens_get_the_right_path(tree: Path) -> None:
+    tagged = tree / "data" / "tagged-file"
+    tagged.write_text("x")
+    run = Opens(str(tree / "data" / "tagged-*"))
+    dirfd = os.open(tree / "data", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        pids = _fork_openers(50, dirfd, b"tagged-file", tree / "elsewhere")
+        time.sleep(0.5)
+    finally:
+        os.close(dirfd)
+        events = run.stop()
+    mine = [e for e in events if e["pid"] in pids]
+    assert sorted(e["pid"] for e in mine) == sorted(pids), f"{len(mine)} of 50 reported"
+    for e in mine:
+        assert e["path"] == str(tagged) and e["given"] == "tagged-file" and e["dirfd"] == dirfd
+        assert e["call"] == "openat" and e["fd"] is not None and e["error"] is None and e["complete"]
+        assert e["flag_names"].startswith("O_RDONLY") and e["comm"] == "python"
+    assert all(e["path"].startswith(str(tree / "data" / "tagged-")) for e in events)  # the glob held
+
+
+def test_failed_opens_and_the_kernel_filters(tree: Path) -> None:
+    target = tree / "data"
+    others = subprocess.Popen(["sleep", "0"])  # another comm; uid the same
+    others.wait()
+
+    def attempts() -> None:
+        os.close(os.open(target / "exists", os.O_CREAT | os.O_WRONLY, 0o600))
+        for name in ("missing-1", "missing-2"):
+            with contextlib.suppress(FileNotFoundError):
+                os.open(target / name, os.O_RDONLY)
+        with contextlib.suppress(NotADirectoryError):
+            os.open(target / "exists" / "below", os.O_RDONLY)
+
+    me = str(os.getpid())
+    failed = Opens("--failed", "--pid", me, str(target / "*"))
+    attempts()
+    time.sleep(0.3)
+    got = failed.stop()
+    assert sorted((e["path"], e["error"]) for e in got) == [
+        (str(target / "exists" / "below"), "ENOTDIR"), (str(target / "missing-1"), "ENOENT"),
+        (str(target / "missing-2"), "ENOENT")]  # fmt: skip
+    assert all(e["fd"] is None and e["result"] < 0 and e["pid"] == os.getpid() for e in got)
+
+    # --pid of another process: nothing of ours; --uid and --comm: ours, created with its mode.
+    assert_none = Opens("--pid", "1", str(target / "*"))
+    attempts()
+    time.sleep(0.3)
+    assert assert_none.stop() == []
+    by_uid = Opens("--uid", str(os.getuid()), "--comm", "python", str(target / "exists"))
+    attempts()
+    time.sleep(0.3)
+    created = [e for e in by_uid.stop() if e["pid"] == os.getpid()]
+    assert [e["path"] for e in created] == [str(target / "exists")]
+    assert created[0]["mode"] == 0o600 and "O_CREAT" in created[0]["flag_names"] and created[0]["uid"] == 0
+    other_comm = Opens("--comm", "no-such-comm", str(target / "*"))
+    attempts()
+    time.sleep(0.3)
+    assert other_comm.stop() == []
+
+
+def test_hostile_names_are_inert_on_screen_and_exact_in_json(tree: Path) -> None:
+    name = b"evil\n\x1b[31mred\x1b]0;t\x07\xff\\x41"
+    run = Opens(str(tree / "data" / "evil*"))
+    screen = subprocess.Popen([SOCKSCOPE, "opens", str(tree / "data" / "evil*")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)  # fmt: skip
+    time.sleep(1.5)
+    fd = os.open(os.fsencode(tree / "data") + b"/" + name, os.O_CREAT | os.O_WRONLY, 0o644)
+    os.close(fd)
+    time.sleep(0.3)
+    screen.send_signal(2)
+    text, _ = screen.communicate(timeout=30)
+    [event] = run.stop()
+    # JSON: exact (decode_untrusted: invalid UTF-8 as \xNN, a backslash doubled)
+    assert event["path"].endswith("/evil\n\x1b[31mred\x1b]0;t\x07\\xff\\\\x41")
+    lines = text.decode("utf-8").splitlines()
+    assert len(lines) == 1, lines
+    assert not any(ord(c) < 0x20 for c in lines[0]), repr(lines[0])
+    assert "evil\\x0a\\x1b[31mred\\x1b]0;t\\x07\\xff" in lines[0]
+
+
+def test_a_storm_beyond_the_reader_is_counted_and_it_goes_on(tree: Path) -> None:
+    """A small ring buffer and a reader that does not read for a while: the opens that did not
+    fit are counted in the kernel; afterwards it reads again."""
+    col = OpensCollector(OpensOptions(pid=os.getpid(), ring_bytes=64 * 1024))
+    col.start()
+    try:
+        path = tree / "data" / "storm"
+        path.write_text("")
+        for _ in range(5000):
+            os.close(os.open(path, os.O_RDONLY))
+        got = col.poll(0)
+        lost = col.stats()[abi.Stat.LOST]
+        assert lost > 0 and len(got) + lost >= 5000, (len(got), lost)
+        stop = threading.Event()
+        os.close(os.open(path, os.O_RDONLY))
+        again = col.poll(100)
+        stop.set()
+        assert [o.path for o in again if o.tgid == os.getpid()] == [os.fsencode(path)]
+    finally:
+        col.close()
+
+
+def test_io_uring_openat_is_seen(tree: Path) -> None:
+    from tests.kernel.sysio import IoUring
+
+    (tree / "data" / "ring-file").write_text("x")
+    run = Opens(str(tree / "data" / "ring-*"))
+    dirfd = os.open(tree / "data", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with IoUring() as ring:
+            fd = ring.openat(dirfd, b"ring-file", os.O_RDONLY)
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                ring.openat(dirfd, b"ring-missing", os.O_RDONLY)
+        time.sleep(0.3)
+    finally:
+        os.close(dirfd)
+        events = run.stop()
+    mine = sorted((e["call"], e["path"], e["fd"] is not None, e["error"]) for e in events if e["pid"] == os.getpid())
+    assert mine == [("io_uring", str(tree / "data" / "ring-file"), True, None),
+                    ("io_uring", str(tree / "data" / "ring-missing"), False, "ENOENT")]  # fmt: skip
