@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from bench.overhead import BenchError, log  # noqa: E402
 from bench.percall_parts import run_checked, tool  # noqa: E402
+from sockscope.opens.cli import READY  # noqa: E402
 
 STORM_SRC = REPO_ROOT / "bench" / "openstorm.c"
 SOCKSCOPE = str(Path(sys.executable).with_name("sockscope"))
@@ -58,9 +58,12 @@ class Monitor:
     def __init__(self, args: list[str]) -> None:
         self.proc = subprocess.Popen(["taskset", "-c", "1", SOCKSCOPE, "opens", *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        time.sleep(2.0)  # loaded and attached
-        if self.proc.poll() is not None:
-            raise BenchError(f"sockscope opens ended: {self.proc.stderr.read() if self.proc.stderr else ''}")
+        assert self.proc.stderr is not None
+        said = ""
+        while (line := self.proc.stderr.readline()) and not line.startswith(READY):
+            said += line
+        if not line:
+            raise BenchError(f"sockscope opens ended: {said}")
 
     def stop(self) -> int:
         """The opens it reported lost (0 if none)."""

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from sockscope.opens import abi
+from sockscope.opens.cli import READY
 from sockscope.opens.collector import OpensCollector, OpensOptions
 from tests.kernel.conftest import SOCKSCOPE
 
@@ -40,7 +41,7 @@ class Opens:
         self.out = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop): a file, not a pipe, so nothing slows it
         self.proc = subprocess.Popen([SOCKSCOPE, "opens", "--json", *args], stdout=self.out,
                                      stderr=subprocess.PIPE, text=True)  # fmt: skip
-        time.sleep(1.5)  # loaded and attached
+        wait_ready(self.proc)
 
     def stop(self) -> list[dict[str, Any]]:
         self.proc.send_signal(2)
@@ -50,6 +51,15 @@ class Opens:
         found = [json.loads(line) for line in self.out.read().splitlines()]
         self.out.close()
         return found
+
+
+def wait_ready(proc: subprocess.Popen[str]) -> None:
+    """Until `sockscope opens` says it sees every open (a slow guest takes seconds to load)."""
+    assert proc.stderr is not None
+    said = ""
+    while (line := proc.stderr.readline()) and not line.startswith(READY):
+        said += line
+    assert line, f"sockscope opens ended: {said}{proc.stderr.read()}"
 
 
 def _fork_openers(n: int, dirfd: int, name: bytes, cwd: Path) -> list[int]:
@@ -134,8 +144,8 @@ def test_hostile_names_are_inert_on_screen_and_exact_in_json(tree: Path) -> None
     name = b"evil\n\x1b[31mred\x1b]0;t\x07\xff\\x41"
     run = Opens(str(tree / "data" / "evil*"))
     screen = subprocess.Popen([SOCKSCOPE, "opens", str(tree / "data" / "evil*")], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)  # fmt: skip
-    time.sleep(1.5)
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_ready(screen)
     fd = os.open(os.fsencode(tree / "data") + b"/" + name, os.O_CREAT | os.O_WRONLY, 0o644)
     os.close(fd)
     time.sleep(0.3)
@@ -144,7 +154,7 @@ def test_hostile_names_are_inert_on_screen_and_exact_in_json(tree: Path) -> None
     [event] = run.stop()
     # JSON: exact (decode_untrusted: invalid UTF-8 as \xNN, a backslash doubled)
     assert event["path"].endswith("/evil\n\x1b[31mred\x1b]0;t\x07\\xff\\\\x41")
-    lines = text.decode("utf-8").splitlines()
+    lines = text.splitlines()
     assert len(lines) == 1, lines
     assert not any(ord(c) < 0x20 for c in lines[0]), repr(lines[0])
     assert "evil\\x0a\\x1b[31mred\\x1b]0;t\\x07\\xff" in lines[0]

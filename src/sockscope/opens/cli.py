@@ -27,6 +27,7 @@ from sockscope.opens.model import Open, creates, flag_names, result_text
 from sockscope.output.safe import decode_untrusted, printable
 
 SCHEMA_VERSION = 1
+READY = "sockscope opens: tracing (interrupt to stop)"
 POLL_MS = 100
 MAX_PROCS = 4096  # processes whose identity is kept (by pid and comm), briefly
 PROC_TTL = 2.0  # seconds an identity is trusted without reading /proc again (a pid may be reused)
@@ -138,6 +139,8 @@ def run_opens(args: argparse.Namespace, out: TextIO, stop: threading.Event, fact
     collector.start()
     if collector.uring is not None:  # said once: what this run cannot see
         print(f"sockscope opens: io_uring's opens are not seen: {collector.uring}", file=sys.stderr)
+    # On stderr (stdout may be JSON): from here on every open is seen; scripts may wait for it.
+    print(READY, file=sys.stderr, flush=True)
     ident = Identities(CgroupPaths(_cgroup_root()))
     deadline = time.monotonic() + args.duration if args.duration else None
     shown = 0
