@@ -162,3 +162,37 @@ def test_events_from_the_daemon_socket_and_a_subscriber_that_stops_reading(dbdir
         stamps = [r[0] / 1000 for r in db.execute("SELECT ts FROM intervals ORDER BY ts")]
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert len(stamps) > 5 and max(gaps) < 0.75, gaps
+
+
+def test_events_with_a_collector_of_its_own(fw: str) -> None:
+    """Without a daemon (as root) `sockscope events` runs the collector itself: the readable lines
+    of a listen, a connect, its accept and both closes, the match applied, the totals exact."""
+    inside = ["ip", "netns", "exec", fw]
+    reader = subprocess.Popen([SOCKSCOPE, "events", "--source", "collector", "--match", "comm=ss-fw-own*",
+                               "--count", "5", "--duration", "30"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        time.sleep(2.0)  # loaded and attached (the events of before are not its to show)
+        srv = Traffic("ss-fw-own-srv", "tcp-server", "--bind", OPEN, "--reply", "300", prefix=inside)
+        port = srv.line()["port"]
+        cli = Traffic("ss-fw-own-cli", "tcp-client", "--host", OPEN, "--port", str(port), "--send", "1234",
+                      prefix=inside)  # fmt: skip
+        cli.wait()
+        srv.wait()
+        out, err = reader.communicate(timeout=60)
+        assert reader.returncode == 0, err
+    finally:
+        reader.kill()
+    by_kind: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        by_kind.setdefault(line.split()[1], []).append(line)
+    assert sorted((k, len(v)) for k, v in by_kind.items()) == [
+        ("tcp_accept", 1), ("tcp_close", 2), ("tcp_connect", 1), ("tcp_listen", 1)], out  # fmt: skip
+    [listen], [connect], [accept] = by_kind["tcp_listen"], by_kind["tcp_connect"], by_kind["tcp_accept"]
+    assert f" {srv.pid} ss-fw-own-srv" in listen and f"{OPEN}:{port}" in listen and "->" not in listen
+    assert f" {cli.pid} ss-fw-own-cli" in connect and f"-> {OPEN}:{port}" in connect
+    assert f" {srv.pid} ss-fw-own-srv" in accept and f" {OPEN}:{port} -> {OPEN}:" in accept
+    client_close = [c for c in by_kind["tcp_close"] if f" {cli.pid} " in c]
+    server_close = [c for c in by_kind["tcp_close"] if f" {srv.pid} " in c]
+    assert len(client_close) == len(server_close) == 1, out
+    assert " tx 1234 rx 300 " in client_close[0] and " tx 300 rx 1234 " in server_close[0], out
