@@ -54,6 +54,9 @@ class Opens:
         return found
 
 
+COMM = Path("/proc/self/comm").read_text().strip()  # "python" or "pytest", as the suite was started
+
+
 def wait_ready(proc: subprocess.Popen[str]) -> None:
     """Until `sockscope opens` says it sees every open (a slow guest takes seconds to load)."""
     assert proc.stderr is not None
@@ -97,7 +100,7 @@ def test_short_lived_dirfd_relative_opens_get_the_right_path(tree: Path) -> None
     for e in mine:
         assert e["path"] == str(tagged) and e["given"] == "tagged-file" and e["dirfd"] == dirfd
         assert e["call"] == "openat" and e["fd"] is not None and e["error"] is None and e["complete"]
-        assert e["flag_names"].startswith("O_RDONLY") and e["comm"] == "python"
+        assert e["flag_names"].startswith("O_RDONLY") and e["comm"] == COMM  # forked: this process's name
     assert all(e["path"].startswith(str(tree / "data" / "tagged-")) for e in events)  # the glob held
 
 
@@ -127,7 +130,7 @@ def test_failed_opens_and_the_kernel_filters(tree: Path) -> None:
     """--failed, --pid, --uid, --comm are decided in the kernel; errors come as -errno, a
     created file with its mode. (In-process: the command's own part is the other tests'.)"""
     target = tree / "data"
-    me, comm = os.getpid(), Path("/proc/self/comm").read_text().strip()
+    me, comm = os.getpid(), COMM
     failed = [(str(target / "exists" / "below"), -errno.ENOTDIR), (str(target / "missing-1"), -errno.ENOENT),
               (str(target / "missing-2"), -errno.ENOENT)]  # fmt: skip
     assert _seen(OpensOptions(pid=me, failed_only=True), target) == failed

@@ -25,3 +25,6 @@ def test_systemd_unit_runs_the_daemon_in_the_foreground() -> None:
     assert svc["Type"] == "simple"
     assert svc["ExecStart"].split()[1:3] == ["daemon", "--config"]
     assert svc["KillSignal"] == "SIGTERM"
+    # The event socket's default place is writable under ProtectSystem=strict, and can get its group.
+    assert config.Config.default().events.socket.startswith(f"/run/{svc['RuntimeDirectory']}/")
+    assert "CAP_CHOWN" in svc["CapabilityBoundingSet"].split()

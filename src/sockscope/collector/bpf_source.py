@@ -187,9 +187,11 @@ class BpfSource(Source):
         malformed = self._delta("malformed", st.malformed + self.names.tcp_broken + (mon.malformed if mon else 0))
         evicted = self._delta("evicted", st.evicted + (mon.dropped if mon else 0))
         ptr_dropped = self._delta("ptr", self.ptr.dropped if self.ptr else 0)
-        if forgotten or malformed or evicted or ptr_dropped:
+        # Open/close events the live thread could not queue for this path: lost lifecycle events too.
+        queue_lost = self._delta("pump", self.pump.dropped if self.pump else 0)
+        if forgotten or malformed or evicted or ptr_dropped or queue_lost:
             iv.counters = replace(
                 iv.counters, lifecycle_forgotten=forgotten, dns_malformed=malformed, names_evicted=evicted,
-                ptr_dropped=ptr_dropped,
+                ptr_dropped=ptr_dropped, events_lost=iv.counters.events_lost + queue_lost,
             )  # fmt: skip
         return iv

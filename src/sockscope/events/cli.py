@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
-from sockscope.bpf.loader import CollectorOptions
+from sockscope.bpf.loader import CollectorError, CollectorOptions
 from sockscope.collector.source import Source
 from sockscope.events.client import ClientError, daemon_listening, subscribe
 from sockscope.events.match import MatchError, keys_help, match_any
@@ -110,7 +110,13 @@ def run_events(args: argparse.Namespace, out: TextIO, factory: LiveFactory, stop
         except ClientError as exc:
             print(f"sockscope events: {exc}", file=sys.stderr)
             return 1
-    return _own_collector(args, out, factory, stop, matches, hooks)
+    try:
+        return _own_collector(args, out, factory, stop, matches, hooks)
+    except CollectorError as exc:
+        if args.source == "auto":  # say both ways it tried
+            raise CollectorError(f"no sockscope daemon serves {printable(path)}, and a collector of its own "
+                                 f"could not start: {exc}") from exc  # fmt: skip
+        raise
 
 
 def _from_daemon(path: str, stop: threading.Event) -> Stream:

@@ -34,17 +34,38 @@ PROC_TTL = 2.0  # seconds an identity is trusted without reading /proc again (a 
 Factory = Callable[[OpensOptions], OpensCollector]
 
 
+def _whole(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value < 2**32:
+            raise argparse.ArgumentTypeError(f"must be >= {low} and < 2**32, got {text}")
+        return value
+
+    return parse
+
+
+def _comm(text: str) -> str:
+    if not text or len(os.fsencode(text)) > abi.COMM_LEN - 1:
+        raise argparse.ArgumentTypeError(
+            f"a process name is 1 to {abi.COMM_LEN - 1} bytes (the kernel keeps no more), got {text!r}"
+        )
+    return text
+
+
 def add_parser(sub: Any) -> None:
     op = sub.add_parser("opens", help="which processes open which files, as it happens")
     op.add_argument("paths", nargs="*", metavar="PATH|GLOB",
                     help="only opens whose absolute path is PATH or matches GLOB (* ? [..]); default all")  # fmt: skip
-    op.add_argument("--pid", type=int, help="only this process (decided in the kernel)")
-    op.add_argument("--uid", type=int, help="only this user id (decided in the kernel)")
-    op.add_argument("--comm", help="only processes of this name, 15 characters at most (decided in the kernel)")
+    op.add_argument("--pid", type=_whole(1), help="only this process (decided in the kernel)")
+    op.add_argument("--uid", type=_whole(0), help="only this user id (decided in the kernel)")
+    op.add_argument("--comm", type=_comm, help="only processes of this name, 15 bytes at most (decided in the kernel)")
     op.add_argument("--failed", action="store_true", help="only failed opens (decided in the kernel)")
     op.add_argument("--json", action="store_true", help="one JSON object per line (see README, 'File opens')")
     op.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
-    op.add_argument("--count", type=int, metavar="N", help="stop after N opens shown")
+    op.add_argument("--count", type=_whole(1), metavar="N", help="stop after N opens shown")
 
 
 class PathMatch:
