@@ -72,6 +72,14 @@ static __always_inline void ss_open_stat(__u32 idx)
 		s->v[idx] += 1;
 }
 
+/* The process's name: its group leader's (a thread's own may be "pool-1-thread-1", "iou-wrk-…"). */
+static __always_inline void ss_leader_comm(char *comm)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	bpf_probe_read_kernel_str(comm, SS_OPEN_COMM_LEN, BPF_CORE_READ(task, group_leader, comm));
+}
+
 /* The kernel-side filters that can be decided at entry (pid, uid, comm). */
 static __always_inline int ss_open_wanted(__u64 pid_tgid)
 {
@@ -83,7 +91,7 @@ static __always_inline int ss_open_wanted(__u64 pid_tgid)
 		char comm[SS_OPEN_COMM_LEN] = {};
 		int i;
 
-		bpf_get_current_comm(comm, sizeof(comm));
+		ss_leader_comm(comm);
 		for (i = 0; i < SS_OPEN_COMM_LEN; i++) {
 			if (comm[i] != ss_open_cfg.comm[i])
 				return 0;
@@ -273,7 +281,7 @@ static __always_inline int ss_open_exit(long ret)
 	e->dirfd = a->dirfd;
 	e->call = a->call;
 	e->cut = 0;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	ss_leader_comm(e->comm);
 	ss_open_given(e, bpf_probe_read_user_str(e->data, SS_OPEN_GIVEN_MAX, (const char *)a->filename));
 	bpf_map_delete_elem(&ss_open_calls, &id);
 	ss_open_finish(e, bpf_get_current_task_btf(), ret);
@@ -292,7 +300,7 @@ struct ss_uring_open {
 	__u32 uid;
 	__u32 mode;
 	__s32 dirfd;
-	__u32 pad;
+	__u32 file_slot; /* a fixed-file slot (io_uring's own table): the result is no descriptor */
 	char comm[SS_OPEN_COMM_LEN];
 	char given[SS_OPEN_GIVEN_MAX];
 };
@@ -338,7 +346,8 @@ int BPF_PROG(ss_uring_submit, struct io_kiocb *req)
 	u->tid = (__u32)id;
 	u->uid = (__u32)bpf_get_current_uid_gid();
 	u->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(u->comm, sizeof(u->comm));
+	u->file_slot = BPF_CORE_READ(open, file_slot);
+	ss_leader_comm(u->comm);
 	if (bpf_probe_read_kernel_str(u->given, sizeof(u->given), BPF_CORE_READ(open, filename, name)) <= 0)
 		u->given[0] = 0;
 	bpf_map_update_elem(&ss_uring_opens, &key, u, BPF_ANY);
@@ -357,9 +366,17 @@ int ss_uring_complete(unsigned long long *ctx)
 	struct ss_open_event *e;
 	__u32 zero = 0;
 	long ret;
+	__u8 op;
 
 	if (!u)
 		return 0;
+	/* The request may have been recycled for another opcode if its open never completed (a
+	 * full CQ ring, IOSQE_CQE_SKIP_SUCCESS): then the entry is stale. */
+	op = BPF_CORE_READ((struct io_kiocb *)req, opcode);
+	if (op != IORING_OP_OPENAT && op != IORING_OP_OPENAT2) {
+		bpf_map_delete_elem(&ss_uring_opens, &key);
+		return 0;
+	}
 	if (ss_open_cfg.uring_cqe)
 		ret = BPF_CORE_READ((struct io_uring_cqe *)ctx[2], res);
 	else
@@ -388,8 +405,9 @@ int ss_uring_complete(unsigned long long *ctx)
 	__builtin_memcpy(e->comm, u->comm, sizeof(e->comm));
 	ss_open_given(e, bpf_probe_read_kernel_str(e->data, SS_OPEN_GIVEN_MAX, u->given));
 	bpf_map_delete_elem(&ss_uring_opens, &key);
-	/* A fixed-file slot (IORING_FILE_INDEX_ALLOC or a slot) returns no descriptor: not walked. */
-	ss_open_finish(e, bpf_get_current_task_btf(), ret);
+	/* A fixed-file slot returns the slot (or 0), no descriptor: the path is the given name's,
+	 * joined with dirfd's directory, as for a failed open. */
+	ss_open_finish(e, bpf_get_current_task_btf(), u->file_slot ? -1 : ret);
 	return 0;
 }
 

@@ -140,9 +140,10 @@ struct {
 	__type(value, __u32); /* tgid */
 } ss_listeners SEC(".maps");
 
-/* Live events: UDP flows seen lately, and when (CLOCK_BOOTTIME), so a flow's first datagram
- * (or its first after ss_cfg.udp_idle_s of quiet) is announced once. Looked up once per flow
- * per interval. An evicted flow is announced again when it next moves a datagram. */
+/* Live events: UDP flows announced (value: when, CLOCK_BOOTTIME), so a flow's first datagram is
+ * announced once. Looked up once per flow per interval. User space deletes a flow's entry when
+ * it ends the flow (udp_end, after udp.idle_timeout of quiet): its next datagram is a new start,
+ * by the same rule for both ends. An evicted flow is announced again when it next moves one. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 32768);
@@ -360,23 +361,16 @@ static __always_inline void ss_event_addrs(struct ss_event *e, struct sock *sk)
  * first call of a key in an interval, so once per flow per interval at most. */
 static __always_inline void ss_udp_start(struct sock *sk, struct ss_flow_key *key, __u64 bytes, int dir)
 {
-	__u64 now, *last;
 	struct ss_event *e;
+	__u64 now;
 
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP ||
 	    BPF_CORE_READ(sk, __sk_common.skc_family) == AF_PACKET)
 		return;
+	if (bpf_map_lookup_elem(&ss_udp_seen, key))
+		return;
 	now = bpf_ktime_get_boot_ns();
-	last = bpf_map_lookup_elem(&ss_udp_seen, key);
-	if (last) {
-		__u64 was = *last;
-
-		*last = now;
-		if (now - was < (__u64)ss_cfg.udp_idle_s * 1000000000ULL)
-			return;
-	} else {
-		bpf_map_update_elem(&ss_udp_seen, key, &now, BPF_ANY);
-	}
+	bpf_map_update_elem(&ss_udp_seen, key, &now, BPF_ANY);
 	e = bpf_ringbuf_reserve(&ss_events, sizeof(*e), 0);
 	if (!e) {
 		ss_stat_add(SS_STAT_EVENTS_LOST, 1);
@@ -1083,6 +1077,8 @@ static __always_inline void ss_listen(const struct sock *sk)
 
 	lk.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	lk.port = sk->__sk_common.skc_num;
+	if (!lk.port)
+		return; /* listen() before bind(): the port is chosen after this state change */
 	bpf_map_update_elem(&ss_listeners, &lk, &tgid, BPF_ANY);
 	ss_note_proc(tgid);
 	e = bpf_ringbuf_reserve(&ss_events, sizeof(*e), 0);

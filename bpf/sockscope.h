@@ -151,7 +151,6 @@ struct ss_config {
 			       * splice()); else by sock_recv_length alone (cheaper, blind to splice) */
 	__u32 dns;            /* capture what sockets talking to port 53 receive (ss_dns) */
 	__u32 live;           /* emit the live events (listen, end, UDP start) besides open/close */
-	__u32 udp_idle_s;     /* live: a UDP flow quiet this long starts anew (matches user space's) */
 };
 
 /* DNS answers as the receiving process read them: what a receive call on a UDP or TCP socket

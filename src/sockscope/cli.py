@@ -22,6 +22,7 @@ from sockscope.bpf.libbpf import LibbpfError, LibbpfMissing
 from sockscope.bpf.loader import COUNT_GROUP_NAMES, CollectorError, CollectorOptions, count_groups_for
 from sockscope.collector.model import Interval
 from sockscope.collector.source import Source
+from sockscope.events.server import ServerError
 from sockscope.gcpace import paced
 from sockscope.output import jsonl, table
 from sockscope.store.base import GROUPINGS, StoreError
@@ -433,6 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sockscope: configuration refused: {exc}", file=sys.stderr)
         return 2
     except StoreError as exc:
+        print(f"sockscope: {exc}", file=sys.stderr)
+        return 1
+    except ServerError as exc:  # the event socket: in use by another daemon, no such group
         print(f"sockscope: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:

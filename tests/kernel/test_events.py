@@ -5,6 +5,7 @@ to the generators' own counts; the JSON valid against the schema."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import threading
@@ -218,3 +219,30 @@ def test_close_totals_whatever_way_it_ends(live: tuple[BpfSource, Collected]) ->
         time.sleep(0.05)
     assert sorted(e["lport"] for e in closes) == sorted(want)  # one each
     assert {e["lport"]: (e["tx_bytes"], e["rx_bytes"]) for e in closes} == want
+
+
+def test_a_udp_flow_that_went_quiet_starts_again() -> None:
+    """udp_end after udp.idle_timeout of quiet (the interval path's rule), and the next datagram
+    of the same flow a new udp_start: one rule for both ends."""
+    got = Collected()
+    src = BpfSource(options(udp_idle=1.0), publish=got)
+    src.start()
+    stop = threading.Event()
+    t = threading.Thread(target=lambda: [src.read() for _ in iter(lambda: stop.wait(0.25), True)], daemon=True)
+    t.start()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b"x" * 10, ("127.0.0.1", 9))
+        time.sleep(0.5)
+        s.sendto(b"x" * 10, ("127.0.0.1", 9))  # same flow, not quiet yet: no new start
+        ended = got.wait("udp_end", os.getpid(), 1, timeout=10)
+        s.sendto(b"y" * 20, ("127.0.0.1", 9))
+        starts = got.wait("udp_start", os.getpid(), 2, timeout=10)
+    finally:
+        s.close()
+        stop.set()
+        t.join(5)
+        src.close()
+    mine = [e for e in got.events if e["pid"] == os.getpid() and e["rport"] == 9]
+    assert [e["kind"] for e in mine] == ["udp_start", "udp_end", "udp_start"], mine
+    assert ended[0]["tx_bytes"] == 20 and [e["tx_bytes"] for e in starts] == [10, 20]

@@ -178,7 +178,7 @@ def test_udp_end_from_the_lifecycle() -> None:
     life = LifeEvent(event="udp_end", proto="udp", family=4, laddr="198.18.0.1", lport=5000, raddr="198.18.0.2",
                      rport=53, pid=7, comm="dig", start=100.0, end=160.0, tx_bytes=40, rx_bytes=90, complete=True,
                      netns=5, cookie=8)  # fmt: skip
-    ev = live.from_life(life)
+    ev = live.from_life(life, _identity(pid=7))
     assert ev is not None and ev["kind"] == "udp_end" and ev["duration"] == 60.0 and ev["pid"] == 7
     VALIDATOR.validate(roundtrip(ev))
-    assert live.from_life(dataclasses.replace(life, event="tcp_open")) is None  # TCP's come from the kernel
+    assert live.from_life(dataclasses.replace(life, event="tcp_open"), None) is None  # TCP's come from the kernel

@@ -378,11 +378,15 @@ def test_nftables_routes_batches_and_remembers(report: Log) -> None:
     assert len(fake.batches) == 1  # one nft call for the whole batch
     assert fake.added() == [("blocked4", "198.18.0.2"), ("blocked4", "198.18.0.3"), ("blocked6", "fd00::2")]
     assert sink.stats == SinkStats(delivered=4)
-    handle(sink, "198.18.0.2", "fd00::2")  # added less than timeout/2 ago: not sent again
+    handle(sink, "198.18.0.2", "fd00::2")  # added less than its timeout ago: not sent again
     assert len(fake.batches) == 1
     assert sink.stats == SinkStats(delivered=6)
-    sink._memo[(S4, "198.18.0.2")] -= 1801  # now older than timeout/2: refreshed
+    sink._memo[(S4, "198.18.0.2")] -= 1801  # past half its timeout: a re-add would renew nothing before 6.10
     handle(sink, "198.18.0.2")
+    assert len(fake.batches) == 1
+    sink._memo[(S4, "198.18.0.2")] -= 1800  # now older than its timeout: gone from the set, added afresh
+    handle(sink, "198.18.0.2")
+    assert len(fake.batches) == 2
     assert fake.added()[-1] == ("blocked4", "198.18.0.2")
 
 

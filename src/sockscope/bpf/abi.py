@@ -156,7 +156,6 @@ class Config(ctypes.Structure):
         ("tcp_rx_by_seq", c_uint32),
         ("dns", c_uint32),
         ("live", c_uint32),
-        ("udp_idle_s", c_uint32),
     ]
 
 

@@ -96,6 +96,7 @@ class _Lib:
             "bpf_map__initial_value": (c_void_p, [c_void_p, POINTER(c_size_t)]),
             "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64]),
             "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
+            "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
             "ring_buffer__new": (c_void_p, [c_int, _SAMPLE_FN, c_void_p, c_void_p]),
             "ring_buffer__consume": (c_int, [c_void_p]),
             "ring_buffer__poll": (c_int, [c_void_p, c_int]),
@@ -228,6 +229,10 @@ class Map:
         rc = lib().lib.bpf_map_update_elem(self.fd, byref(key), byref(value), flags)
         if rc < 0:
             raise LibbpfError(f"bpf_map_update_elem({self.name})", rc)
+
+    def delete(self, key: ctypes._CData) -> bool:
+        """False when the key was not there."""
+        return int(lib().lib.bpf_map_delete_elem(self.fd, ctypes.byref(key))) == 0
 
     def lookup_into(self, key: ctypes._CData, value: ctypes._CData) -> bool:
         """Fill value from the map; False when the key is absent."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -264,7 +263,6 @@ class Collector(Reads):
                 tcp_rx_by_seq=int(self.options.splice),
                 dns=int(self.options.dns),
                 live=int(self.options.live),
-                udp_idle_s=max(1, math.ceil(self.options.udp_idle)),
             )
             obj.map(".rodata").write_initial_value(bytes(cfg))
             obj.load()

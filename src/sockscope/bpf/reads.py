@@ -5,6 +5,7 @@ A mixin of Collector (loader.py), which loads and attaches."""
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from operator import add
 from sockscope.bpf import abi, libbpf
 from sockscope.bpf.kretprobes import Kretprobes
 from sockscope.bpf.splice import SpliceClaims
+from sockscope.collector.addresses import V4MAPPED_PREFIX
 from sockscope.collector.model import ConnEvent, Counters, DnsCapture, FlowRow, ProcFacts, RawFlow, SockFacts
 from sockscope.output.safe import decode_untrusted
 
@@ -95,7 +97,17 @@ class Reads:
         the bytes of a connection closed before this call are then in that drain."""
         if self._events is None:
             return []
-        return [e for e in map(self._decode_event, self._events.consume()) if e.kind in _INTERVAL_KINDS]
+        events = [e for e in map(self._decode_event, self._events.consume()) if e.kind in _INTERVAL_KINDS]
+        self.note_opens(events)
+        return events
+
+    def note_opens(self, events: list[ConnEvent]) -> None:
+        """A splice()-only reader moves no bytes by calls: walk the namespace of each connection
+        opened. In the interval path's thread only (SpliceClaims is not for two threads)."""
+        if self.splice is not None:
+            for e in events:
+                if e.kind == "open":
+                    self.splice.note(e.netns, e.owner_tgid)
 
     def poll_events(self, timeout_ms: int) -> list[ConnEvent]:
         """All events, waiting up to timeout_ms for the first (the live pump's thread only)."""
@@ -107,8 +119,6 @@ class Reads:
         (ts_ns, cookie, open_ns, tx_bytes, rx_bytes, laddr, raddr, netns, owner_tgid, tgid, family, lport, rport,
          type_, initiator, _oldstate, protocol, flags) = abi.EVENT.unpack_from(raw)  # fmt: skip
         kind = _EVENT_KINDS.get(type_, "close")
-        if kind == "open" and self.splice is not None:
-            self.splice.note(netns, owner_tgid)  # a splice()-only reader moves no bytes by calls
         return ConnEvent(
             kind, ts_ns, cookie, family, laddr, lport, raddr, rport, netns, owner_tgid, initiator, open_ns, tgid,
             protocol, tx_bytes, rx_bytes, bool(flags & _TOTALS), bool(flags & _RX),
@@ -211,6 +221,16 @@ class Reads:
             dns_lost=d[s.DNS_LOST],
             dns_unread=d[s.DNS_UNREAD],
         )
+
+    def forget_udp_flow(self, cookie: int, tgid: int, raddr: str | None, rport: int | None) -> None:
+        """A UDP flow ended (user space's idle rule): its next datagram is announced as a new
+        udp_start. Its key names the peer for an unconnected socket, none for a connected one."""
+        seen = self._map("ss_udp_seen")
+        seen.delete(abi.FlowKey(cookie=cookie, tgid=tgid))
+        if raddr and rport:
+            ip = ipaddress.ip_address(raddr)
+            raw = (V4MAPPED_PREFIX + ip.packed) if ip.version == 4 else ip.packed
+            seen.delete(abi.FlowKey(cookie=cookie, tgid=tgid, rport=rport, raddr=(ctypes.c_uint8 * 16)(*raw)))
 
     def stat_total(self, stat: abi.Stat) -> int:
         """One kernel counter's total since load (summed over CPUs); for the live pump, which keeps

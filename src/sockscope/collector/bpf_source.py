@@ -145,6 +145,7 @@ class BpfSource(Source):
         # reads the rings (events and DNS answers) and hands the open/close events on here.
         if self.pump is not None:
             events = self.pump.take()
+            self.collector.note_opens(events)
         else:
             events = self.collector.read_events()
             self.names.learn(self.collector.read_dns())  # before the connections they name
@@ -177,8 +178,10 @@ class BpfSource(Source):
         iv.lifecycle = self.lifecycle.update(iv, events)
         if self.live is not None and self._publish is not None:
             for life in iv.lifecycle:  # UDP flows end by going quiet: known here, once per interval
-                ev = self.live.from_life(life)
+                ev = self.live.from_life(life, self._identity(life.pid) if life.pid else None)
                 if ev is not None:
+                    # Its next datagram is a new udp_start (the kernel announces a flow once).
+                    self.collector.forget_udp_flow(life.cookie, life.pid or 0, life.raddr, life.rport)
                     self._publish(ev)
         st, mon = self.names.stats, self.resolved
         forgotten = self._delta("forgotten", self.lifecycle.forgotten)

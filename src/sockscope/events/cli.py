@@ -157,6 +157,12 @@ def _print(stream: Stream, matches: Matcher, args: argparse.Namespace, out: Text
             shown += 1
         if (args.count and shown >= args.count) or stop.is_set() or (deadline and time.monotonic() >= deadline):
             break
+    else:  # the stream ended by itself: the daemon stopped, or dropped this subscriber
+        if not stop.is_set():
+            out.flush()
+            print("sockscope events: the daemon closed the connection (it stopped, or this subscriber read too "
+                  "slowly and was disconnected)", file=sys.stderr)  # fmt: skip
+            return 1
     out.flush()
     if lost:
         print(f"sockscope events: {lost} events were lost (see the 'lost' lines)", file=sys.stderr)

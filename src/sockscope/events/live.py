@@ -140,12 +140,11 @@ class LiveEvents:
             duration=(e.ts_ns - start_ns) / 1e9 if start_ns else None, complete=e.totals,
         )  # fmt: skip
 
-    def from_life(self, e: LifeEvent) -> Event | None:
-        """A UDP flow's end, from the interval path's lifecycle tracker (it ends by going quiet)."""
+    def from_life(self, e: LifeEvent, process: ProcessIdentity | None) -> Event | None:
+        """A UDP flow's end, from the interval path's lifecycle tracker (it ends by going quiet);
+        `process` from that path's own resolver (this one's lock is the event thread's)."""
         if e.event != "udp_end":
             return None
-        with self._lock:
-            process = self._process(e.pid) if e.pid else None
         named = (e.name, e.cname, e.name_source) if e.name else None
         return connection_event(
             "udp_end", when=e.end if e.end is not None else 0.0, ktime_ns=None, proto="udp",

@@ -76,14 +76,10 @@ class NameCache:
         self, netns: int, tgid: int, addr: bytes, parent: Callable[[int], int | None], *, namespace: bool = True
     ) -> Name | None:
         """The name for a connection of `tgid` to `addr` (16 bytes, v4-mapped for IPv4); with
-        `namespace` false, only one its own process (or a parent) received."""
+        `namespace` false, only one its own process (or a parent) received. The lock is held
+        for each map access only: parent() may read /proc, and the other thread must not wait."""
         with self._lock:
-            return self._lookup(netns, tgid, addr, parent, namespace)
-
-    def _lookup(
-        self, netns: int, tgid: int, addr: bytes, parent: Callable[[int], int | None], namespace: bool
-    ) -> Name | None:
-        found = self._ns.get((netns, addr))
+            found = self._ns.get((netns, addr))
         if found is None:
             # No process in the namespace received that address (any per-process record of it is
             # older than the namespace's, so gone first): the common case, answered at once.
@@ -92,7 +88,8 @@ class NameCache:
         for _ in range(1 + PARENT_HOPS):
             if pid is None or pid <= 1:
                 break
-            r = self._proc.get((netns, addr, pid))
+            with self._lock:
+                r = self._proc.get((netns, addr, pid))
             if r is not None:
                 return Name(r.name, r.chain, r.ttl, pid, "process")
             pid = parent(pid)

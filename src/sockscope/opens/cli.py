@@ -145,6 +145,8 @@ def describe(d: dict[str, Any]) -> str:
     flags = d["flag_names"] + (f" {d['mode']:04o}" if d["mode"] is not None else "")
     path = printable(d["path"]) if d["path"] is not None else f"?/{printable(d['given'])}"
     line = f"{when} {d['pid']:>7} {printable(d['comm'], limit=16):<16} {result:>7} {flags:<28} {path}"
+    if not d["complete"]:
+        line += "  (cut: longer than the kernel's record holds)"
     if d["path"] != d["given"]:
         given = f"given {printable(d['given'])}"
         if d["dirfd"] not in (None, abi.AT_FDCWD):
@@ -169,7 +171,8 @@ def run_opens(args: argparse.Namespace, out: TextIO, stop: threading.Event, fact
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             for o in collector.poll(POLL_MS):
-                if not match(o.path):
+                # A path whose top is missing (deeper than the kernel walks) matches no PATH or GLOB.
+                if not match(None if o.cut & abi.Cut.DEEP else o.path):
                     continue
                 d = to_dict(o, ident(o))
                 out.write(json.dumps(d) + "\n" if args.json else describe(d) + "\n")

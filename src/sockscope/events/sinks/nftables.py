@@ -7,7 +7,9 @@ the administrator's hands. nft is the maintained interface to the kernel's nftab
 
 Latency: the worker takes whatever queued up while nft last ran and sends it as one batch at once (one nft
 call is a few milliseconds), so an address is in its set well within 200 ms of the event. An address added
-less than timeout/2 ago is not sent again: it is still in the set with at least half its timeout left.
+whose element is still in the set (added less than its timeout ago) is not sent again: before Linux 6.10
+adding an existing element does not renew its timeout, so a re-add would count as delivered and change
+nothing. After the timeout it is added afresh.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class NftablesSink(QueuedSink[NftablesOptions]):
     def __init__(self, rule: str, options: NftablesOptions, report: Report) -> None:
         super().__init__(rule, options, report, queue_size=NFT_QUEUE)
         self._memo: LruDict[tuple[NftSet, str], float] = LruDict(MEMO_ENTRIES)
-        self._memo_window = options.timeout / 2 if options.timeout is not None else MEMO_NO_TIMEOUT
+        self._memo_window = float(options.timeout) if options.timeout is not None else MEMO_NO_TIMEOUT
         self._proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -176,7 +178,7 @@ class NftablesSink(QueuedSink[NftablesOptions]):
                 continue
             added = self._memo.get((target, addr))
             if added is not None and now - added < self._memo_window:
-                delivered += 1  # still in the set with at least half its timeout left
+                delivered += 1  # still in the set: a re-add would not renew it on every kernel
                 continue
             per_addr = pending.setdefault(target, {})
             per_addr[addr] = per_addr.get(addr, 0) + 1
