@@ -196,3 +196,24 @@ def test_events_with_a_collector_of_its_own(fw: str) -> None:
     server_close = [c for c in by_kind["tcp_close"] if f" {srv.pid} " in c]
     assert len(client_close) == len(server_close) == 1, out
     assert " tx 1234 rx 300 " in client_close[0] and " tx 300 rx 1234 " in server_close[0], out
+
+
+def test_an_event_socket_that_cannot_be_made_is_refused_in_one_line(dbdir: Path) -> None:
+    """A socket path in use by another daemon (with its pid), a group that does not exist: one
+    line, exit 1, no traceback, and nothing left running."""
+    sock = dbdir / "events.sock"
+    first = Daemon(dbdir / "a.db", "-o", f"events.socket={json.dumps(str(sock))}")
+    try:
+        second = subprocess.run([SOCKSCOPE, "daemon", "--db", str(dbdir / "b.db"), "--duration", "5",
+                                 "-o", f"events.socket={json.dumps(str(sock))}"],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        first.stop()
+    assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
+    assert f"in use by another sockscope (pid {first.proc.pid})" in second.stderr
+    bad = subprocess.run([SOCKSCOPE, "daemon", "--db", str(dbdir / "c.db"), "--duration", "5",
+                          "-o", f"events.socket={json.dumps(str(dbdir / 'other.sock'))}",
+                          "-o", 'events.group="no-such-group-ssx"'],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+    assert "no-such-group-ssx" in bad.stderr and len(bad.stderr.strip().splitlines()) <= 2, bad.stderr
