@@ -144,6 +144,8 @@ struct ss_walk_ctx {
 	__u64 d;        /* struct dentry * */
 	__u64 mnt;      /* struct mount * */
 	__u64 mnt_root; /* struct dentry *: the root of mnt */
+	__u64 root_d;   /* the caller's root (chroot, a container's): where its paths start */
+	__u64 root_mnt; /* struct vfsmount * */
 	__u64 done;
 };
 
@@ -160,6 +162,10 @@ static long ss_walk_step(__u64 index, void *data)
 	e = bpf_map_lookup_elem(&ss_open_scratch, &zero);
 	if (!e)
 		return 1;
+	if (w->d == w->root_d && (__u64)&mnt->mnt == w->root_mnt) {
+		w->done = 1; /* the caller's own root, as d_path() stops */
+		return 1;
+	}
 	parent = BPF_CORE_READ(d, d_parent);
 	if (w->d == w->mnt_root || d == parent) {
 		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
@@ -224,9 +230,13 @@ static __always_inline void ss_open_finish(struct ss_open_event *e, struct task_
 	if (d) {
 		struct ss_walk_ctx w = {};
 
+		struct fs_struct *fs = BPF_CORE_READ(task, fs);
+
 		w.d = (__u64)d;
 		w.mnt = (__u64)m;
 		w.mnt_root = (__u64)BPF_CORE_READ(m, mnt.mnt_root);
+		w.root_d = (__u64)BPF_CORE_READ(fs, root.dentry);
+		w.root_mnt = (__u64)BPF_CORE_READ(fs, root.mnt);
 		bpf_loop(SS_OPEN_DEPTH, ss_walk_step, &w, 0);
 		if (!w.done)
 			e->cut |= SS_OPENF_DEEP;
@@ -320,8 +330,7 @@ struct {
 	__type(value, struct ss_uring_open);
 } ss_uring_scratch SEC(".maps");
 
-SEC("tp_btf/io_uring_submit_req")
-int BPF_PROG(ss_uring_submit, struct io_kiocb *req)
+static __always_inline int ss_uring_note(struct io_kiocb *req)
 {
 	__u64 id = bpf_get_current_pid_tgid(), key = (__u64)req;
 	struct io_open *open;
@@ -352,6 +361,20 @@ int BPF_PROG(ss_uring_submit, struct io_kiocb *req)
 		u->given[0] = 0;
 	bpf_map_update_elem(&ss_uring_opens, &key, u, BPF_ANY);
 	return 0;
+}
+
+/* The submission tracepoint is io_uring_submit_req(req) since 6.3 (or so), io_uring_submit_sqe
+ * (req, force_nonblock) before: user space loads the one this kernel has. */
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(ss_uring_submit, struct io_kiocb *req)
+{
+	return ss_uring_note(req);
+}
+
+SEC("tp_btf/io_uring_submit_sqe")
+int BPF_PROG(ss_uring_submit_sqe, struct io_kiocb *req)
+{
+	return ss_uring_note(req);
 }
 
 /* io_uring_complete's arguments changed: (ctx, req, cqe) in newer kernels, (ctx, req, user_data,

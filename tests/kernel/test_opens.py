@@ -211,3 +211,21 @@ def test_io_uring_openat_is_seen(tree: Path) -> None:
     mine = sorted((e["call"], e["path"], e["fd"] is not None, e["error"]) for e in events if e["pid"] == os.getpid())
     assert mine == [("io_uring", str(tree / "data" / "ring-file"), True, None),
                     ("io_uring", str(tree / "data" / "ring-missing"), False, "ENOENT")]  # fmt: skip
+
+
+def test_paths_are_the_callers_own_in_a_chroot(tree: Path) -> None:
+    """A process in a chroot (a container's root, a build root) sees its paths from its own root,
+    as /proc/PID/fd shows them to it: the walk stops there, not at the mount namespace's root."""
+    (tree / "data" / "inside").write_text("x")
+    run = Opens("/data/inside", str(tree / "data" / "inside"))
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.chroot(tree)
+            os.close(os.open("/data/inside", os.O_RDONLY))
+        finally:
+            os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    time.sleep(0.3)
+    events = [e for e in run.stop() if e["pid"] == pid]
+    assert [(e["path"], e["given"]) for e in events] == [("/data/inside", "/data/inside")]

@@ -16,7 +16,9 @@ from sockscope.opens import abi
 from sockscope.opens.model import Open, decode
 
 TRACEFS_MOUNT = "/sys/kernel/tracing"
-URING_PROGRAMS = frozenset({"ss_uring_submit", "ss_uring_complete"})
+URING_PROGRAMS = frozenset({"ss_uring_submit", "ss_uring_submit_sqe", "ss_uring_complete"})
+# The submission tracepoint by kernel: (tracepoint, its argument count, our program on it).
+URING_SUBMIT = (("io_uring_submit_req", 1, "ss_uring_submit"), ("io_uring_submit_sqe", 2, "ss_uring_submit_sqe"))
 URING_COMPLETE_CQE = 3  # io_uring_complete(ctx, req, cqe); 7: (ctx, req, user_data, res, cflags, extra1, extra2)
 URING_COMPLETE_ARGS = frozenset({URING_COMPLETE_CQE, 7})
 
@@ -75,16 +77,15 @@ class OpensCollector:
         try:
             o = self.options
             comm = (o.comm or "").encode()[: abi.COMM_LEN - 1]
-            # io_uring_complete's arguments differ between kernels: which ones, from the kernel's BTF.
-            complete, submit = (
-                libbpf.tracepoint_args("io_uring_complete"),
-                libbpf.tracepoint_args("io_uring_submit_req"),
-            )
-            if submit != 1 or complete not in URING_COMPLETE_ARGS:
-                self.uring = "this kernel has no io_uring_submit_req/io_uring_complete tracepoints of a known shape"
-                for prog in obj.programs():
-                    if prog.name in URING_PROGRAMS:
-                        prog.set_autoload(False)
+            # io_uring's tracepoints differ between kernels: which ones, from the kernel's BTF.
+            complete = libbpf.tracepoint_args("io_uring_complete")
+            submit = next((prog for tp, n, prog in URING_SUBMIT if libbpf.tracepoint_args(tp) == n), None)
+            if submit is None or complete not in URING_COMPLETE_ARGS:
+                self.uring = "this kernel has no io_uring submission/completion tracepoints of a known shape"
+            wanted = {submit, "ss_uring_complete"} if self.uring is None else set()
+            for prog in obj.programs():
+                if prog.name in URING_PROGRAMS and prog.name not in wanted:
+                    prog.set_autoload(False)
             cfg = abi.Config(tgid=o.pid or 0, uid=o.uid or 0, failed_only=int(o.failed_only),
                              filter_uid=int(o.uid is not None), comm=comm,
                              uring_cqe=int(complete == URING_COMPLETE_CQE))  # fmt: skip
