@@ -34,7 +34,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.overhead import BenchError, log  # noqa: E402
-from bench.percall_parts import run_checked, tool  # noqa: E402
+from bench.percall_parts import build_c  # noqa: E402
 
 STORM_SRC = REPO_ROOT / "bench" / "connstorm.c"
 SOCKSCOPE = str(Path(sys.executable).with_name("sockscope"))
@@ -58,15 +58,6 @@ class RateResult:
     p99_ms: float
     max_ms: float
     daemon_cpu_pct: float
-
-
-def build_storm(workdir: Path) -> Path:
-    cc = tool("cc") or tool("gcc")
-    if cc is None:
-        raise BenchError("no C compiler (cc/gcc)")
-    exe = workdir / "connstorm"
-    run_checked([cc, "-O2", "-Wall", "-o", str(exe), str(STORM_SRC)], "compiling bench/connstorm.c")
-    return exe
 
 
 def cpu_seconds(pid: int) -> float:
@@ -168,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sockscope-evlat-"))
     daemon = None
     try:
-        storm = build_storm(workdir)
+        storm = build_c(STORM_SRC, workdir)
         daemon, sock = start_daemon(workdir)
         results = []
         for rate in a.rates:

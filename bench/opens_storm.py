@@ -35,7 +35,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.overhead import BenchError, log  # noqa: E402
-from bench.percall_parts import run_checked, tool  # noqa: E402
+from bench.percall_parts import build_c, run_checked, tool  # noqa: E402
 from sockscope.opens.cli import READY  # noqa: E402
 
 STORM_SRC = REPO_ROOT / "bench" / "openstorm.c"
@@ -101,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="sockscope-openstorm-"))
     try:
-        exe = workdir / "openstorm"
-        run_checked([cc, "-O2", "-Wall", "-o", str(exe), str(STORM_SRC)], "compiling bench/openstorm.c")
+        exe = build_c(STORM_SRC, workdir)
         (workdir / "target").write_text("")
         names = list(CONFIGS)
         runs: dict[str, list[float]] = {n: [] for n in names}

@@ -75,13 +75,18 @@ def run_checked(argv: Sequence[str], what: str, timeout: float = 120.0) -> str:
     return done.stdout
 
 
-def build_pingpong(workdir: Path) -> Path:
+def build_c(src: Path, workdir: Path) -> Path:
+    """One of the benchmarks' C programs (bench/NAME.c), compiled with cc -O2 into workdir/NAME."""
     cc = tool("cc") or tool("gcc")
     if cc is None:
         raise BenchError("no C compiler (cc/gcc)")
-    exe = workdir / "pingpong"
-    run_checked([cc, "-O2", "-Wall", "-o", str(exe), str(PINGPONG_SRC)], "compiling bench/pingpong.c")
+    exe = workdir / src.stem
+    run_checked([cc, "-O2", "-Wall", "-o", str(exe), str(src)], f"compiling bench/{src.name}")
     return exe
+
+
+def build_pingpong(workdir: Path) -> Path:
+    return build_c(PINGPONG_SRC, workdir)
 
 
 def ensure_vmlinux_h(bpftool: str) -> Path:

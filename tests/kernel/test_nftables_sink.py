@@ -102,18 +102,23 @@ def test_addresses_reach_their_sets_with_a_timeout(ns: str) -> None:
     assert report == []
 
 
+def offer_until_failed(sink: NftablesSink, *addrs: str) -> None:
+    """Offer each address, waiting until the sink has counted it failed (within 5 s each)."""
+    for n, addr in enumerate(addrs, 1):
+        sink.offer(event(addr), b"")
+        deadline = time.monotonic() + 5
+        while sink.stats.failed < n:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
 def test_a_missing_set_is_reported_once_and_used_once_made(ns: str) -> None:
     report = Log()
     options = NftablesOptions(set4=NftSet("inet", TABLE, "later4"), set6=None, timeout=60, netns=ns)
     sink = NftablesSink("block", options, report)
     sink.start()
     try:
-        for n, addr in enumerate(("198.18.0.2", "198.18.0.3"), 1):
-            sink.offer(event(addr), b"")
-            deadline = time.monotonic() + 5
-            while sink.stats.failed < n:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+        offer_until_failed(sink, "198.18.0.2", "198.18.0.3")
         assert sink.stats == SinkStats(failed=2)
         assert report == [
             f"sockscope rule block: could not add to set inet {TABLE} later4: Error: No such file or directory "
@@ -165,12 +170,7 @@ def test_a_set_of_the_wrong_kind_is_reported_with_nfts_words(ns: str, set_name: 
     )
     sink.start()
     try:
-        for n, addr in enumerate(("198.18.0.2", "198.18.0.3"), 1):
-            sink.offer(event(addr), b"")
-            deadline = time.monotonic() + 5
-            while sink.stats.failed < n:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+        offer_until_failed(sink, "198.18.0.2", "198.18.0.3")
     finally:
         sink.close()
     assert report == [

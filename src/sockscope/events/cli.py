@@ -18,6 +18,7 @@ from sockscope.events.client import ClientError, daemon_listening, subscribe
 from sockscope.events.match import MatchError, keys_help, match_any
 from sockscope.events.model import Event, encode, lost_event
 from sockscope.output.safe import printable
+from sockscope.output.table import clock
 from sockscope.ticks import ticks
 
 LiveFactory = Callable[[CollectorOptions, Callable[[Event], None]], Source]
@@ -51,9 +52,7 @@ def add_parser(sub: Any, hooks_arg: Callable[[argparse.ArgumentParser], None], d
 
 def describe(e: Mapping[str, Any]) -> str:
     """One readable line; every string from the system made inert (printable)."""
-    when = (
-        time.strftime("%H:%M:%S", time.localtime(e.get("time") or 0)) + f".{int((e.get('time') or 0) % 1 * 1000):03d}"
-    )
+    when = clock(e.get("time") or 0)
     kind = e.get("kind")
     if kind == "lost":
         return f"{when} lost {e.get('count')} events ({printable(str(e.get('reason')))})"

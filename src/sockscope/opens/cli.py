@@ -25,6 +25,7 @@ from sockscope.opens import abi
 from sockscope.opens.collector import OpensCollector, OpensOptions
 from sockscope.opens.model import Open, creates, flag_names, result_text
 from sockscope.output.safe import decode_untrusted, printable
+from sockscope.output.table import clock
 
 SCHEMA_VERSION = 1
 READY = "sockscope opens: tracing (interrupt to stop)"
@@ -139,8 +140,7 @@ def to_dict(o: Open, ident: dict[str, Any]) -> dict[str, Any]:
 
 def describe(d: dict[str, Any]) -> str:
     """One readable line: every string from the system made inert (printable)."""
-    t = d["time"]
-    when = time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
+    when = clock(d["time"])
     result = str(d["fd"]) if d["fd"] is not None else d["error"]
     flags = d["flag_names"] + (f" {d['mode']:04o}" if d["mode"] is not None else "")
     path = printable(d["path"]) if d["path"] is not None else f"?/{printable(d['given'])}"

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 from sockscope.collector.model import Interval
 from sockscope.collector.rates import human_bytes, human_rate
 from sockscope.output.safe import printable
 
 HEADER = f"{'PID':>7} {'USER':<10} {'PROGRAM':<20} {'SEND':>12} {'RECEIVE':>12} {'CONNS':>5}"
+
+
+def clock(ts: float) -> str:
+    """Local time of day to the millisecond, for a line per event (sockscope events, opens)."""
+    return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
 
 
 def render(iv: Interval, *, top: int = 20, bits: bool = False) -> str:
