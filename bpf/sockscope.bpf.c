@@ -175,6 +175,22 @@ static __always_inline void ss_stat_add(__u32 idx, __u64 n)
 
 /* ---- slow path: facts, once per socket / process ---- */
 
+/* An inet socket's local and remote addresses, IPv6 or v4-mapped (socket facts, live events). */
+static __always_inline void ss_read_addrs(struct sock *sk, __u16 family, __u8 *laddr, __u8 *raddr)
+{
+	if (family == AF_INET) {
+		ss_addr_v4(laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+		ss_addr_v4(raddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+	} else {
+		struct in6_addr a;
+
+		a = BPF_CORE_READ(sk, __sk_common.skc_v6_rcv_saddr);
+		ss_addr_v6(laddr, a.in6_u.u6_addr32);
+		a = BPF_CORE_READ(sk, __sk_common.skc_v6_daddr);
+		ss_addr_v6(raddr, a.in6_u.u6_addr32);
+	}
+}
+
 static __always_inline void ss_fill_sock(struct ss_sock_info *si, struct sock *sk, __u64 cookie)
 {
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -193,16 +209,8 @@ static __always_inline void ss_fill_sock(struct ss_sock_info *si, struct sock *s
 		si->ifindex = BPF_CORE_READ((struct packet_sock *)sk, ifindex);
 		si->lport = 0;
 		si->rport = 0;
-	} else if (family == AF_INET) {
-		ss_addr_v4(si->laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
-		ss_addr_v4(si->raddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
 	} else {
-		struct in6_addr a;
-
-		a = BPF_CORE_READ(sk, __sk_common.skc_v6_rcv_saddr);
-		ss_addr_v6(si->laddr, a.in6_u.u6_addr32);
-		a = BPF_CORE_READ(sk, __sk_common.skc_v6_daddr);
-		ss_addr_v6(si->raddr, a.in6_u.u6_addr32);
+		ss_read_addrs(sk, family, si->laddr, si->raddr);
 	}
 }
 
@@ -344,17 +352,7 @@ static __always_inline void ss_event_addrs(struct ss_event *e, struct sock *sk)
 	e->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	e->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	if (family == AF_INET) {
-		ss_addr_v4(e->laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
-		ss_addr_v4(e->raddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
-	} else {
-		struct in6_addr a;
-
-		a = BPF_CORE_READ(sk, __sk_common.skc_v6_rcv_saddr);
-		ss_addr_v6(e->laddr, a.in6_u.u6_addr32);
-		a = BPF_CORE_READ(sk, __sk_common.skc_v6_daddr);
-		ss_addr_v6(e->raddr, a.in6_u.u6_addr32);
-	}
+	ss_read_addrs(sk, family, e->laddr, e->raddr);
 }
 
 /* Live: announce a UDP flow's first datagram (or its first after a quiet spell). Runs on the
