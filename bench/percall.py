@@ -12,7 +12,11 @@ tcp (a 127.0.0.1 TCP connection, TCP_NODELAY), udp (two connected UDP sockets), 
 --repeats timed batches (ns per round by CLOCK_MONOTONIC; the process's figure is their median);
 rounds are calibrated so a measurement takes about --seconds.
 
-Configurations, alternated within each of --pairs repetitions: per repetition and mode, each
+First (bench/percall_toggle.py, the steadier figures): ONE ping-pong process per mode, and between
+its timed batches the bench attaches and detaches none / the floor / a minimal counter / sockscope's
+collector loaded in this process; --toggle-reps repetitions, medians of differences to `none`.
+
+Then, configurations as separate processes, alternated within each of --pairs repetitions: per repetition and mode, each
 configuration once, back to back (order rotated each time):
   none       no monitor;
   floor      bench/floor.bpf.c (compiled here with clang against build/vmlinux.h): EMPTY tp_btf
@@ -87,6 +91,7 @@ from bench.percall_report import (  # noqa: E402
     stats_table,
     userspace_lines,
 )
+from bench.percall_toggle import CONFIGS, measure_toggled, switches, toggled_table  # noqa: E402
 from bench.percall_userspace import collector_cpu  # noqa: E402
 
 DEFAULT_SOCKSCOPE = REPO_ROOT / ".venv" / "bin" / "sockscope"
@@ -172,6 +177,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Cost per call of the sockscope monitor against empty BPF programs.")
     p.add_argument("--pairs", type=int, help="repetitions of every configuration (default 7; --quick: 2)")
     p.add_argument("--seconds", type=float, help="measured time per ping-pong (default 1.5; --quick: 0.3)")
+    p.add_argument("--toggle-reps", type=int, help="repetitions of the toggled section (default 31; --quick: 5)")
     p.add_argument("--repeats", type=int, default=5, help="timed batches per ping-pong process (default 5)")
     p.add_argument("--quick", action="store_true", help="a fast smoke run: 2 pairs, short runs, 1000 connections")
     p.add_argument("--variant", action="append", type=parse_variant, metavar="NAME=ARGS",
@@ -179,8 +185,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    f"default: {' and '.join(repr(v) for v in DEFAULT_VARIANTS)})")  # fmt: skip
     p.add_argument("--mode", action="append", choices=[m.name for m in MODES], help="only this mode (repeatable)")
     p.add_argument("--no-floor3", action="store_true", help="skip the floor+3 configuration")
-    p.add_argument("--skip", action="append", choices=["percall", "stats", "userspace"], default=[],
-                   help="skip a section: percall (the ping-pong comparison), stats (bpf_stats), userspace")  # fmt: skip
+    p.add_argument("--skip", action="append", choices=["toggled", "percall", "stats", "userspace"], default=[],
+                   help="skip a section: toggled (one process, monitors switched), percall (a process per "
+                   "configuration), stats (bpf_stats), userspace")  # fmt: skip
     p.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1, help="CPU of the ping-pong (default: last)")
     p.add_argument("--conns", type=int, action="append",
                    help="loopback connections for the user-space cost, repeatable (default 5000 and 10000: 10,000 and "
@@ -193,6 +200,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     a = p.parse_args(argv)
     a.pairs = a.pairs or (2 if a.quick else 7)
     a.seconds = a.seconds or (0.3 if a.quick else 1.5)
+    a.toggle_reps = a.toggle_reps or (5 if a.quick else 31)
     a.conns = a.conns or ([1000] if a.quick else [5_000, 10_000])
     a.window = a.window or (5.0 if a.quick else 20.0)
     if a.pairs < 1 or a.seconds <= 0 or a.repeats < 1 or min(a.conns) < 1 or a.window <= 0:
@@ -236,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         run.rounds = calibrate(children, pp, modes, a.seconds)
         pp = dataclasses.replace(pp, warmup=max(run.rounds.values()) // 10)
         ctx = Ctx(pp, floor, a.sockscope, workdir, modes, bpftool)
+        if "toggled" not in a.skip:
+            check_foreign(ctx, run)
+            with switches(floor, CONFIGS) as sw:
+                run.toggled = measure_toggled(children, pp.exe, a.cpu, modes, sw, a.toggle_reps, run.rounds)
         if "percall" not in a.skip:
             measure(children, ctx, run, setups, a.pairs)
         if "stats" not in a.skip:
@@ -260,8 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     print(header(argv, a, setups, run))
+    if run.toggled:
+        print("\n## One ping-pong process, monitors switched between its batches (steadier)\n")
+        print(f"{a.toggle_reps} repetitions per mode, a batch per configuration each, order rotated; added ns = median")
+        print("of (configuration - that repetition's none); quartiles of the same differences in brackets.\n")
+        print(toggled_table(run.toggled, modes))
     if run.samples:
-        print("\n## Added ns per round, against no monitor (ratio to the floor's added ns)\n")
+        print("\n## A process per configuration: added ns per round, against no monitor (ratio to the floor's)\n")
         print(cost_table(run, setups, modes))
         print("\n## Per repetition (spread)\n")
         print(spread_table(run, setups, modes))

@@ -169,11 +169,14 @@ class Floor:
     @contextlib.contextmanager
     def attached(self, names: Sequence[str]) -> Iterator[None]:
         try:
-            for name in names:
-                self._links.append(self._progs[name].attach())
+            self.attach(names)
             yield
         finally:
             self.detach()
+
+    def attach(self, names: Sequence[str]) -> None:
+        for name in names:
+            self._links.append(self._progs[name].attach())
 
     def detach(self) -> None:
         while self._links:

@@ -8,7 +8,9 @@
  *   CPU       CPU the thread is pinned to (sched_setaffinity), -1 for no pinning
  *   WARMUP    rounds before the first measurement
  *   ROUNDS    rounds per measurement
- *   REPEATS   measurements, each printed on its own line
+ *   REPEATS   measurements, each printed on its own line; 0: served, one measurement per line
+ *             read from stdin (the number of rounds), until EOF: bench/percall_toggle.py
+ *             attaches and detaches programs between them, in this one process
  *   MAX_SECONDS  the whole run is bounded by this (SIGALRM ends it, exit 3)
  *
  * A round is one write of 64 bytes on one end and one read of those 64 bytes on the other,
@@ -158,6 +160,21 @@ static long parse_long(const char *s, const char *what)
 	return v;
 }
 
+/* ROUNDS rounds, timed; prints "ns_per_round ROUNDS ELAPSED_NS NIVCSW". */
+static void measure(const struct pair *p, long pairs, long *k, long rounds, char *buf)
+{
+	long cs0 = nivcsw();
+	long long t0 = now_ns();
+	for (long i = 0; i < rounds; i++) {
+		one_round(&p[*k], buf);
+		if (++*k == pairs)
+			*k = 0;
+	}
+	long long elapsed = now_ns() - t0;
+	long cs = nivcsw() - cs0;
+	printf("%.3f %ld %lld %ld\n", (double)elapsed / (double)rounds, rounds, elapsed, cs);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 8) {
@@ -175,8 +192,9 @@ int main(int argc, char **argv)
 	long rounds = parse_long(argv[5], "ROUNDS");
 	long repeats = parse_long(argv[6], "REPEATS");
 	long max_s = parse_long(argv[7], "MAX_SECONDS");
-	if (pairs < 1 || pairs > MAX_PAIRS || warmup < 0 || rounds < 1 || repeats < 1 || max_s < 1) {
-		fprintf(stderr, "pingpong: out of range (SOCKETS 1..%d, ROUNDS, REPEATS, MAX_SECONDS >= 1)\n", MAX_PAIRS);
+	if (pairs < 1 || pairs > MAX_PAIRS || warmup < 0 || rounds < 1 || repeats < 0 || max_s < 1) {
+		fprintf(stderr, "pingpong: out of range (SOCKETS 1..%d, ROUNDS, MAX_SECONDS >= 1, REPEATS >= 0)\n",
+			MAX_PAIRS);
 		return 2;
 	}
 	signal(SIGALRM, on_alarm);
@@ -206,18 +224,26 @@ int main(int argc, char **argv)
 	}
 	total += warmup;
 
-	for (long r = 0; r < repeats; r++) {
-		long cs0 = nivcsw();
-		long long t0 = now_ns();
-		for (long i = 0; i < rounds; i++) {
-			one_round(&p[k], buf);
-			if (++k == pairs)
-				k = 0;
+	if (repeats == 0) {
+		/* Served: "ready", then a measurement per line of stdin. */
+		char line[64];
+		printf("ready\n");
+		fflush(stdout);
+		while (fgets(line, sizeof(line), stdin)) {
+			line[strcspn(line, "\n")] = 0;
+			long n = parse_long(line, "ROUNDS (stdin)");
+			if (n < 1) {
+				fprintf(stderr, "pingpong: ROUNDS (stdin) must be >= 1\n");
+				return 2;
+			}
+			measure(p, pairs, &k, n, buf);
+			fflush(stdout);
+			total += n;
 		}
-		long long elapsed = now_ns() - t0;
-		long cs = nivcsw() - cs0;
+	}
+	for (long r = 0; r < repeats; r++) {
+		measure(p, pairs, &k, rounds, buf);
 		total += rounds;
-		printf("%.3f %ld %lld %ld\n", (double)elapsed / (double)rounds, rounds, elapsed, cs);
 	}
 	printf("total_rounds %lld\n", total);
 	fflush(stdout);

@@ -356,26 +356,27 @@ class Program:
         return bool(lib().lib.bpf_program__autoload(self._ptr))
 
     def attach(self) -> Link:
-        return Link(_check_ptr(f"attach {self.section}", lib().lib.bpf_program__attach(self._ptr)))
+        return Link(_check_ptr(f"attach {self.section}", lib().lib.bpf_program__attach(self._ptr)), self.name)
 
     def attach_cgroup(self, cgroup_fd: int) -> Link:
         ptr = lib().lib.bpf_program__attach_cgroup(self._ptr, cgroup_fd)
-        return Link(_check_ptr(f"attach {self.section}", ptr))
+        return Link(_check_ptr(f"attach {self.section}", ptr), self.name)
 
     def attach_iter(self) -> Link:
         """Attach an iterator (iter/tcp, iter/task...); Link.run_iter() runs it."""
         ptr = lib().lib.bpf_program__attach_iter(self._ptr, None)
-        return Link(_check_ptr(f"attach {self.section}", ptr))
+        return Link(_check_ptr(f"attach {self.section}", ptr), self.name)
 
     def attach_perf_event(self, perf_fd: int) -> Link:
         """Attach to an open perf event; the link owns the fd from then on (closed with it)."""
         ptr = lib().lib.bpf_program__attach_perf_event(self._ptr, perf_fd)
-        return Link(_check_ptr(f"attach {self.section} to perf event {perf_fd}", ptr))
+        return Link(_check_ptr(f"attach {self.section} to perf event {perf_fd}", ptr), self.name)
 
 
 class Link:
-    def __init__(self, ptr: int) -> None:
+    def __init__(self, ptr: int, program: str = "") -> None:
         self._ptr: int | None = ptr
+        self.program = program  # the attached program's name
 
     def open_iter(self) -> int:
         """A new run of an iterator link: an fd to read to the end (the walk happens as it is

@@ -212,6 +212,7 @@ class Collector(Reads):
         self.group: str | None = None
         self._obj: libbpf.Object | None = None
         self._links: list[libbpf.Link] = []
+        self._paused: set[str] = set()
         self._ncpu = 0
         self._active = 0
         self._prev_stats = [0] * abi.SS_STAT_MAX
@@ -403,10 +404,34 @@ class Collector(Reads):
                 self._links, self._kretprobes = saved
                 obj.close()
 
+    # ---- for benchmarks: the monitor off and on inside one process ----
+
+    def pause(self, names: Iterable[str]) -> None:
+        """Detach these attached tracing programs (the rest stays attached, maps and all)."""
+        want = set(names)
+        keep = []
+        for link in self._links:
+            if link.program in want:
+                link.destroy()
+                self._paused.add(link.program)
+            else:
+                keep.append(link)
+        self._links = keep
+
+    def resume(self) -> None:
+        """Attach again what pause() detached."""
+        if self._obj is None:
+            return
+        byname = {p.name: p for p in self._obj.programs()}
+        for name in sorted(self._paused):
+            self._links.append(byname[name].attach())
+        self._paused.clear()
+
     def _detach(self) -> None:
         for link in self._links:
             link.destroy()
         self._links = []
+        self._paused.clear()
         self.splice = None
         if self._kretprobes is not None:  # their perf events were closed with the links
             self._kretprobes.remove()

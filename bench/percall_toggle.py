@@ -1,0 +1,208 @@
+"""The per-call cost with the monitors switched on and off inside ONE ping-pong process.
+
+Separate processes per configuration (percall.py's first section) differ by more than the
+programs: where the kernel placed their sockets and buffers, which cache lines collide. Those
+differences scatter each measurement by +-30-50 ns, as much as the floor itself. Here one
+ping-pong process per mode (bench/pingpong.c, served: a timed batch per line of stdin) keeps
+its sockets, and between its batches the bench attaches and detaches programs:
+
+  none       nothing attached on the send/receive tracepoints;
+  floor      bench/floor.bpf.c's EMPTY floor_send and floor_recv;
+  counter    bench/floor.bpf.c's count_send and count_recv: the least a per-(socket, process)
+             count does (the pid helper, a per-CPU slot, an add), for scale;
+  sockscope  sockscope's own collector, loaded in this process with its default options and
+             read every second (as `top` does, on the other CPUs); only its programs on the two
+             tracepoints (ss_tp_send, ss_tp_recv) are detached between its batches, the rest
+             stays attached (none of it runs on the ping-pong's path).
+
+Per repetition every configuration runs one batch, back to back, in a rotated order; a
+configuration's figure is the median over repetitions of (its batch - that repetition's none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import statistics
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.overhead import BenchError, Children, log, markdown_table
+from bench.percall_parts import FLOOR_SEND_RECV, Floor, Mode
+
+COUNTER = ("count_send", "count_recv")
+SOCKSCOPE_PROGS = ("ss_tp_send", "ss_tp_recv")
+CONFIGS = ("none", "floor", "counter", "sockscope")
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    name: str
+    on: Callable[[], None]
+    off: Callable[[], None]
+
+
+@dataclass(slots=True)
+class ToggleSample:
+    rep: int
+    config: str
+    mode: str
+    ns_per_round: float
+    nivcsw: int
+
+
+class Served:
+    """A ping-pong process in served mode: its sockets live as long as it does."""
+
+    def __init__(self, children: Children, exe: Path, mode: Mode, cpu: int, warmup: int) -> None:
+        argv = [str(exe), mode.proto, str(mode.sockets), str(cpu), str(warmup), "1", "0", "3600"]
+        self._children = children
+        self.proc = children.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self._expect("ready")
+
+    def _expect(self, what: str) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line or (what and line.strip() != what):
+            self.proc.kill()
+            raise BenchError(f"pingpong (served) said {line.strip()!r}, exit {self.proc.wait()}")
+        return str(line)
+
+    def batch(self, rounds: int) -> tuple[float, int]:
+        """ns per round, involuntary context switches."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{rounds}\n")
+        self.proc.stdin.flush()
+        parts = self._expect("").split()
+        return float(parts[0]), int(parts[3])
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        self._children.forget(self.proc)
+
+
+class InProcessSockscope:
+    """sockscope's collector in this process, read every second by a thread, as top reads it."""
+
+    def __init__(self) -> None:
+        from sockscope.bpf.loader import Collector, CollectorOptions
+
+        self.collector = Collector(CollectorOptions(count_groups=("tracepoint",)))
+        self.collector.start()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.reads = 0
+        self.collector.pause(SOCKSCOPE_PROGS)
+        self._thread = threading.Thread(target=self._reader, name="percall-reader", daemon=True)
+        self._thread.start()
+
+    def _reader(self) -> None:
+        while not self._stop.wait(1.0):
+            with self._lock:
+                self.collector.read_flows()
+                self.collector.read_events()
+                self.collector.read_dns()
+                self.reads += 1
+
+    def on(self) -> None:
+        with self._lock:
+            self.collector.resume()
+
+    def off(self) -> None:
+        with self._lock:
+            self.collector.pause(SOCKSCOPE_PROGS)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.collector.close()
+
+
+@contextlib.contextmanager
+def switches(floor: Floor, configs: Sequence[str]) -> Iterator[list[Switch]]:
+    out: list[Switch] = []
+    ours: InProcessSockscope | None = None
+    try:
+        for name in configs:
+            if name == "none":
+                out.append(Switch(name, lambda: None, lambda: None))
+            elif name in ("floor", "counter"):
+                progs = FLOOR_SEND_RECV if name == "floor" else COUNTER
+                out.append(Switch(name, lambda p=progs: floor.attach(p), floor.detach))  # type: ignore[misc]
+            elif name == "sockscope":
+                ours = InProcessSockscope()
+                out.append(Switch(name, ours.on, ours.off))
+            else:
+                raise BenchError(f"unknown toggled configuration {name!r}")
+        yield out
+    finally:
+        if ours is not None:
+            log(f"toggled: the in-process collector was read {ours.reads} times")
+            ours.close()
+
+
+def measure_toggled(
+    children: Children,
+    exe: Path,
+    cpu: int,
+    modes: Sequence[Mode],
+    sw: Sequence[Switch],
+    reps: int,
+    rounds: dict[str, int],
+) -> list[ToggleSample]:
+    out: list[ToggleSample] = []
+    for m in modes:
+        pp = Served(children, exe, m, cpu, warmup=rounds[m.name])
+        try:
+            for rep in range(reps):
+                k = rep % len(sw)
+                for s in [*sw[k:], *sw[:k]]:
+                    s.on()
+                    try:
+                        ns, cs = pp.batch(rounds[m.name])
+                    finally:
+                        s.off()
+                    out.append(ToggleSample(rep, s.name, m.name, ns, cs))
+            summary = ", ".join(f"{c} {statistics.median(toggled_added(out, c, m.name)):+.1f}" for c in CONFIGS[1:])
+            log(f"toggled {m.name}: {reps} repetitions; added ns: {summary}")
+        finally:
+            pp.close()
+    return out
+
+
+def toggled_added(samples: Sequence[ToggleSample], config: str, mode: str) -> list[float]:
+    base = {s.rep: s.ns_per_round for s in samples if s.config == "none" and s.mode == mode}
+    return [s.ns_per_round - base[s.rep] for s in samples if s.config == config and s.mode == mode and s.rep in base]
+
+
+def toggled_table(samples: Sequence[ToggleSample], modes: Sequence[Mode]) -> str:
+    configs = [c for c in CONFIGS if any(s.config == c for s in samples)]
+    rows = []
+    for c in configs:
+        cells = [c]
+        for m in modes:
+            if c == "none":
+                base = [s.ns_per_round for s in samples if s.config == c and s.mode == m.name]
+                cells.append(f"{statistics.median(base):.0f}" if base else "-")
+                continue
+            mine, floor = toggled_added(samples, c, m.name), toggled_added(samples, "floor", m.name)
+            if not mine or not floor:
+                cells.append("-")
+                continue
+            med, fmed = statistics.median(mine), statistics.median(floor)
+            q = statistics.quantiles(mine, n=4) if len(mine) > 1 else [med, med, med]
+            ratio = f" ({med / fmed:.2f}x)" if fmed > 0 else ""
+            cells.append(f"+{med:.1f}{ratio} [{q[0]:+.0f}..{q[2]:+.0f}]")
+        rows.append(cells)
+    head = ["configuration", *(f"{m.name}: added ns (ratio to floor) [quartiles]" for m in modes)]
+    rows[0][0] = "none: base ns/round"
+    return markdown_table(head, rows)
+
+
+def as_dicts(samples: Sequence[ToggleSample]) -> list[dict[str, object]]:
+    return [dataclasses.asdict(s) for s in samples]
