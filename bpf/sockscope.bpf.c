@@ -399,30 +399,36 @@ static __always_inline __u32 ss_hot_slot(__u64 cookie, __u32 tgid)
 	return (cookie ^ (cookie >> 6) ^ (cookie >> 12) ^ tgid) & (SS_HOT_SLOTS - 1);
 }
 
-/* Count one call. sk is only dereferenced (CO-RE reads) on first sight of a key. Returns the
- * port of the datagram's peer when the call named one (unconnected UDP), else 0. */
-static __always_inline __u16 ss_count(struct sock *sk, __u64 cookie, int unconnected_udp, __u8 state,
-				     __u64 bytes, int dir, __u64 pid_tgid)
+/* What ss_count_slow needs of a call besides the socket, cookie and pid, in one argument (a
+ * BPF function takes five): the byte count (a call's int), direction, whether the call may name
+ * a datagram peer, and the socket's state. */
+#define SS_ARG_DIR (1ULL << 32)
+#define SS_ARG_UNCONNECTED (1ULL << 33)
+#define SS_ARG_KIND_SHIFT 34 /* 2 bits: enum ss_hot_kind */
+#define SS_ARG_STATE_SHIFT 40
+
+/* The rest of ss_count, out of line (a BPF-to-BPF call): a key not in its CPU's slot, or the
+ * datagram of an unconnected socket. Kept apart so the inline fast path stays small and its
+ * values stay in registers. */
+static __noinline __u16 ss_count_slow(struct sock *sk, __u64 cookie, __u64 pid_tgid, __u64 arg)
 {
 	__u32 tgid = pid_tgid >> 32;
+	int dir = arg & SS_ARG_DIR ? SS_RX : SS_TX;
+	__u64 bytes = (__u32)arg;
+	__u8 state = arg >> SS_ARG_STATE_SHIFT;
+	__u32 kind = (arg >> SS_ARG_KIND_SHIFT) & 3;
 	struct ss_peer *peer = NULL;
 	struct ss_hot *hot = NULL;
 	__u32 zero = 0, slot;
 	void *flows, *hots;
 
-	if (unconnected_udp)
+	if (arg & SS_ARG_UNCONNECTED)
 		peer = ss_find_peer(pid_tgid, cookie, dir);
-
-	/* Fast path: a connected key that holds its slot on this CPU. */
 	if (!peer) {
 		hots = bpf_map_lookup_elem(&ss_hots, &zero);
 		slot = ss_hot_slot(cookie, tgid);
 		if (hots)
 			hot = bpf_map_lookup_elem(hots, &slot);
-		if (hot && hot->key.cookie == cookie && hot->key.tgid == tgid) {
-			ss_add(&hot->val, bytes, dir);
-			return 0;
-		}
 	}
 
 	struct ss_flow_key key = {};
@@ -450,11 +456,46 @@ static __always_inline __u16 ss_count(struct sock *sk, __u64 cookie, int unconne
 	if (!hot)
 		return key.rport;
 	/* This key takes the CPU's cache; what the previous key gathered goes to the map. */
-	if (hot->val.tx_calls | hot->val.rx_calls)
-		ss_merge(flows, &hot->key, &hot->val);
-	hot->key = key;
+	if (hot->val.tx_calls | hot->val.rx_calls) {
+		struct ss_flow_key old = {};
+
+		old.cookie = hot->cookie;
+		old.tgid = hot->tgid;
+		ss_merge(flows, &old, &hot->val);
+	}
+	hot->cookie = cookie;
+	hot->tgid = tgid;
+	hot->kind = kind;
 	__builtin_memset(&hot->val, 0, sizeof(hot->val));
 	return key.rport;
+}
+
+/* Count one call. sk is only dereferenced (CO-RE reads) on first sight of a key. Returns the
+ * port of the datagram's peer when the call named one (unconnected UDP), else 0. The fast
+ * path, inline: a connected key that holds its slot on this CPU. */
+static __always_inline __u16 ss_count(struct sock *sk, __u64 cookie, int unconnected_udp, __u8 state,
+				     __u64 bytes, int dir, __u64 pid_tgid, __u32 kind)
+{
+	__u32 tgid = pid_tgid >> 32;
+	__u32 zero = 0, slot;
+	struct ss_hot *hot;
+	void *hots;
+
+	if (!unconnected_udp) {
+		hots = bpf_map_lookup_elem(&ss_hots, &zero);
+		if (hots) {
+			slot = ss_hot_slot(cookie, tgid);
+			hot = bpf_map_lookup_elem(hots, &slot);
+			if (hot && hot->cookie == cookie && hot->tgid == tgid) {
+				ss_add(&hot->val, bytes, dir);
+				return 0;
+			}
+		}
+	}
+	return ss_count_slow(sk, cookie, pid_tgid,
+			     (__u32)bytes | (dir == SS_RX ? SS_ARG_DIR : 0) |
+				     (unconnected_udp ? SS_ARG_UNCONNECTED : 0) | ((__u64)kind << SS_ARG_KIND_SHIFT) |
+				     ((__u64)state << SS_ARG_STATE_SHIFT));
 }
 
 /* Group "tp": the socket layer's own length tracepoints (kernel >= 6.3). */
@@ -471,6 +512,15 @@ static __always_inline __u64 ss_cookie(struct sock *sk)
 static __always_inline int ss_unconnected_udp(__u16 family, __u16 protocol, __u8 state)
 {
 	return family != AF_PACKET && protocol == IPPROTO_UDP && state != TCP_ESTABLISHED;
+}
+
+static __always_inline __u32 ss_hot_kind(__u16 family, __u16 protocol)
+{
+	if (family == AF_PACKET)
+		return SS_HOT_PLAIN; /* sk_protocol is the ethertype there */
+	if (protocol == IPPROTO_TCP)
+		return SS_HOT_TCP;
+	return protocol == IPPROTO_UDP ? SS_HOT_UDP : SS_HOT_PLAIN;
 }
 
 /* TCP receives are counted as advances of copied_seq, which every way of reading moves:
@@ -657,7 +707,8 @@ static __always_inline __u64 ss_user_buffer(__u64 *room)
 	return (__u64)iov.iov_base;
 }
 
-static __always_inline void ss_dns_capture(struct sock *sk, __u64 cookie, __u32 tgid, int ret, __u8 protocol)
+/* Out of line: rare, and long. */
+static __noinline void ss_dns_capture(struct sock *sk, __u64 cookie, __u32 tgid, int ret, __u8 protocol)
 {
 	struct ss_dns_event *e;
 	__u64 buf, room;
@@ -702,50 +753,101 @@ static __always_inline int ss_is_dns(__u16 protocol, __u16 peer_port, __u16 dpor
 	return peer_port ? peer_port == 53 : dport == bpf_htons(53);
 }
 
-/* Count a send that returned ret. sk is a BTF pointer (tp_btf, fexit): direct reads. */
-static __always_inline int ss_on_send(struct sock *sk, int ret)
+/* The fast path of a call (tp_btf, fexit): its key holds its slot on this CPU, as most calls'
+ * keys do. It reads two fields of the socket and the pid, and adds; NULL: the slow path. */
+static __always_inline struct ss_hot *ss_hot_hit(struct sock *sk, __u64 cookie, __u32 tgid)
 {
-	__u16 family;
+	__u32 zero = 0, slot = ss_hot_slot(cookie, tgid);
+	struct ss_hot *hot;
+	void *hots;
 
-	if (ret <= 0 || !sk)
-		return 0;
-	family = sk->__sk_common.skc_family;
-	if (!ss_is_counted(family))
-		return 0;
+	if (!cookie) /* not assigned yet: the slow path asks for it */
+		return NULL;
+	hots = bpf_map_lookup_elem(&ss_hots, &zero);
+	if (!hots)
+		return NULL;
+	hot = bpf_map_lookup_elem(hots, &slot);
+	if (!hot || hot->cookie != cookie || hot->tgid != tgid)
+		return NULL;
+	/* A UDP socket no longer connected may name a peer per datagram: the slow path looks. */
+	if (hot->kind == SS_HOT_UDP && sk->__sk_common.skc_state != TCP_ESTABLISHED)
+		return NULL;
+	return hot;
+}
+
+/* Count a send that returned ret, off the fast path. sk is a BTF pointer (tp_btf, fexit). */
+static __noinline int ss_send_slow(struct sock *sk, int ret, __u64 pid_tgid)
+{
+	__u16 family = sk->__sk_common.skc_family, protocol = sk->sk_protocol;
 	__u8 state = sk->__sk_common.skc_state;
 
-	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, sk->sk_protocol, state), state, ret, SS_TX,
-		 bpf_get_current_pid_tgid());
+	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_TX, pid_tgid,
+		 ss_hot_kind(family, protocol));
 	return 0;
 }
 
-static __always_inline int ss_on_recv(struct sock *sk, int ret, int flags)
+static __always_inline int ss_on_send(struct sock *sk, int ret)
 {
-	__u16 family, protocol;
+	struct ss_hot *hot;
+	__u64 pid_tgid;
 
-	if (ret <= 0 || !sk)
+	if (ret <= 0 || !sk || !ss_is_counted(sk->__sk_common.skc_family))
 		return 0;
-	family = sk->__sk_common.skc_family;
-	if (!ss_is_counted(family))
-		return 0;
+	pid_tgid = bpf_get_current_pid_tgid();
+	hot = ss_hot_hit(sk, sk->__sk_common.skc_cookie.counter, pid_tgid >> 32);
+	if (!hot)
+		return ss_send_slow(sk, ret, pid_tgid);
+	hot->val.tx_bytes += ret;
+	hot->val.tx_calls += 1;
+	return 0;
+}
+
+/* Count a receive that returned ret, off the fast path (a MSG_PEEK, a key not in its slot). */
+static __noinline int ss_recv_slow(struct sock *sk, int ret, int flags, __u64 pid_tgid)
+{
+	__u16 family = sk->__sk_common.skc_family, protocol = sk->sk_protocol;
+	int orig = ret; /* what the call returned (the TCP claim may differ) */
+
 	if (flags & MSG_PEEK) {
 		ss_stat_add(SS_STAT_PEEK_SKIPPED, 1);
 		return 0;
 	}
-	protocol = sk->sk_protocol;
-	/* Read once: the TCP claim and the count both need it (a helper call each time). */
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	int orig = ret; /* what the call returned (the TCP claim may differ) */
-
 	if (ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET)
 		ret = ss_tcp_rx(sk, ret, pid_tgid >> 32);
 	__u8 state = sk->__sk_common.skc_state;
 	__u64 cookie = ss_cookie(sk);
 	__u16 peer_port;
 
-	peer_port = ss_count(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, SS_RX, pid_tgid);
+	peer_port = ss_count(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, SS_RX, pid_tgid,
+			     ss_hot_kind(family, protocol));
 	if (ss_cfg.dns && family != AF_PACKET && ss_is_dns(protocol, peer_port, sk->__sk_common.skc_dport))
 		ss_dns_capture(sk, cookie, pid_tgid >> 32, orig, protocol);
+	return 0;
+}
+
+static __always_inline int ss_on_recv(struct sock *sk, int ret, int flags)
+{
+	struct ss_hot *hot;
+	__u64 pid_tgid, cookie;
+	__u32 kind;
+	int bytes;
+
+	if (ret <= 0 || !sk || !ss_is_counted(sk->__sk_common.skc_family))
+		return 0;
+	pid_tgid = bpf_get_current_pid_tgid();
+	cookie = sk->__sk_common.skc_cookie.counter;
+	hot = flags & MSG_PEEK ? NULL : ss_hot_hit(sk, cookie, pid_tgid >> 32);
+	if (!hot)
+		return ss_recv_slow(sk, ret, flags, pid_tgid);
+	kind = hot->kind;
+	bytes = ret;
+	if (kind == SS_HOT_TCP && ss_cfg.tcp_rx_by_seq)
+		bytes = ss_tcp_rx(sk, ret, pid_tgid >> 32);
+	hot->val.rx_bytes += bytes;
+	hot->val.rx_calls += 1;
+	/* Connected: the socket's own peer is the datagram's (ss_is_dns). */
+	if (ss_cfg.dns && kind != SS_HOT_PLAIN && sk->__sk_common.skc_dport == bpf_htons(53))
+		ss_dns_capture(sk, cookie, pid_tgid >> 32, ret, kind == SS_HOT_TCP ? IPPROTO_TCP : IPPROTO_UDP);
 	return 0;
 }
 
@@ -787,7 +889,7 @@ int BPF_PROG(ss_tp_rcvspace, struct sock *sk)
 	st->tgid = tgid;
 	bytes = ss_claim(sk, tp, st);
 	if (bytes)
-		ss_count(sk, ss_cookie(sk), 0, sk->__sk_common.skc_state, bytes, SS_RX, pid_tgid);
+		ss_count(sk, ss_cookie(sk), 0, sk->__sk_common.skc_state, bytes, SS_RX, pid_tgid, SS_HOT_TCP);
 	return 0;
 }
 
@@ -917,7 +1019,8 @@ static __always_inline int ss_kp_exit(int ret, int dir)
 	}
 	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 
-	peer_port = ss_count(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, dir, id);
+	peer_port = ss_count(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, dir, id,
+			     ss_hot_kind(family, protocol));
 	if (dir == SS_RX && ss_cfg.dns && family != AF_PACKET &&
 	    ss_is_dns(protocol, peer_port, BPF_CORE_READ(sk, __sk_common.skc_dport)))
 		ss_dns_capture(sk, cookie, id >> 32, ret, protocol);

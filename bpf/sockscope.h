@@ -42,9 +42,20 @@ struct ss_flow_val {
  * slots collided almost always). */
 #define SS_HOT_SLOTS 64
 
+/* What a hit in a slot must still do, by the socket's protocol (which never changes). */
+enum ss_hot_kind {
+	SS_HOT_PLAIN = 0, /* count the call's return value */
+	SS_HOT_TCP = 1,   /* receives: claim copied_seq (ss_rxseq); DNS when the peer is port 53 */
+	SS_HOT_UDP = 2,   /* only while connected (else a datagram may name its peer); DNS likewise */
+};
+
+/* One slot: a connected key (cookie, tgid: no datagram peer) and its counts; one cache line. */
 struct ss_hot {
-	struct ss_flow_key key;
+	__u64 cookie;
+	__u32 tgid;
+	__u32 kind; /* enum ss_hot_kind */
 	struct ss_flow_val val;
+	__u64 pad[2];
 };
 
 enum ss_initiator {

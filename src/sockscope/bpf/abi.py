@@ -81,8 +81,11 @@ FLOW_KEY = struct.Struct("=QIHH16s")
 
 class Hot(ctypes.Structure):
     _fields_ = [
-        ("key", FlowKey),
+        ("cookie", c_uint64),
+        ("tgid", c_uint32),
+        ("kind", c_uint32),
         ("val", FlowVal),
+        ("pad", c_uint64 * 2),
     ]
 
 

@@ -19,6 +19,9 @@ from sockscope.collector.model import ConnEvent, Counters, DnsCapture, FlowRow, 
 from sockscope.output.safe import decode_untrusted
 
 
+NO_PEER = bytes(16)  # the raddr of a connected key
+
+
 class CollectorError(RuntimeError):
     """Monitoring cannot start; the message says what is missing and what to do."""
 
@@ -190,13 +193,8 @@ class Reads:
             for cpu in range(self._ncpu):
                 h = abi.Hot.from_buffer_copy(buf.raw, cpu * size)
                 v = h.val
-                if v.tx_calls or v.rx_calls or v.rx_bytes:
-                    k = h.key
-                    out.append(
-                        RawFlow(
-                            k.cookie, k.tgid, bytes(k.raddr), k.rport, v.tx_bytes, v.rx_bytes, v.tx_calls, v.rx_calls
-                        )
-                    )
+                if v.tx_calls or v.rx_calls or v.rx_bytes:  # a slot's key is connected: no datagram peer
+                    out.append(RawFlow(h.cookie, h.tgid, NO_PEER, 0, v.tx_bytes, v.rx_bytes, v.tx_calls, v.rx_calls))
             hot_map.update(ctypes.c_uint32(slot), zeros)
         return out
 
