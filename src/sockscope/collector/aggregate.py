@@ -249,5 +249,8 @@ def build_processes(
     return out
 
 
-def _busiest(c: ConnectionSample) -> tuple[int, int]:
-    return (-(c.tx_bytes + c.rx_bytes), c.cookie)
+def _busiest(c: ConnectionSample) -> int:
+    """Most bytes first, then the lowest cookie: (-(tx + rx), cookie) as one int, which a cookie
+    (64 bits) cannot overflow. Sorting by one int compares at C speed; tuples, mostly tied on
+    bytes, cost a generic compare of their cookies each (a tenth of the grouping's time)."""
+    return c.cookie - ((c.tx_bytes + c.rx_bytes) << 64)
