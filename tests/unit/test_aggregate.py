@@ -173,3 +173,12 @@ def test_connections_busiest_first_then_lowest_cookie_whatever_the_cookie() -> N
     ]
     p = run(flows, socks)[0]
     assert [c.cookie for c in p.connections] == [9, low, high, top]
+
+
+def test_a_flow_key_naming_no_peer_and_one_naming_a_port_only_are_one_connection() -> None:
+    templates = Templates(64)
+    flows = [RawFlow(1, 100, tx_bytes=7), RawFlow(1, 100, bytes(16), 5, rx_bytes=2)]
+    for _ in range(2):  # made, then from the templates
+        (c,) = build_processes(flows, {1: tcp_facts(1)}.get, ident, templates)[0].connections
+        assert (c.raddr, c.rport, c.tx_bytes, c.rx_bytes) == ("198.18.0.2", 443, 7, 2)
+        assert len(templates.made) == 2
