@@ -286,7 +286,8 @@ def run_top_screen(args: argparse.Namespace, factory: SourceFactory = _bpf_sourc
 
 def _emit(iv: Interval, args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
-        out.write(jsonl.interval_line(iv) + "\n")
+        out.writelines(jsonl.interval_chunks(iv))
+        out.write("\n")
     else:
         out.write(table.render(iv, bits=args.bits) + "\n\n")
     out.flush()

@@ -9,6 +9,8 @@ from typing import TypeVar, overload
 
 K = TypeVar("K")
 V = TypeVar("V")
+_MISSING = object()
+_ordered_get = OrderedDict.get  # dict's own: no move
 
 
 class LruDict(OrderedDict[K, V]):
@@ -27,12 +29,13 @@ class LruDict(OrderedDict[K, V]):
     @overload
     def get(self, key: K, default: V) -> V: ...
     def get(self, key: K, default: V | None = None) -> V | None:
-        # One lookup that fails or moves (the read path asks this per connection per interval).
-        try:
-            self.move_to_end(key)
-        except KeyError:
+        # A miss raises nothing: the name cache is asked for most connections made and holds
+        # none for them, and an exception raised and caught per miss cost more than a lookup.
+        value = _ordered_get(self, key, _MISSING)
+        if value is _MISSING:
             return default
-        return self[key]
+        self.move_to_end(key)
+        return value  # type: ignore[return-value]
 
     def __setitem__(self, key: K, value: V) -> None:
         super().__setitem__(key, value)

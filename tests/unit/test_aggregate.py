@@ -160,3 +160,25 @@ def test_templates_trust_their_facts_until_due_or_forgotten() -> None:
     assert asked == [1, 1] and changed[0].connections[0].state == "CLOSE_WAIT"
     build_processes(flows, lookup, ident, templates, now=5.0 + 15.1)  # past the latest due time
     assert asked == [1, 1, 1]
+
+
+def test_connections_busiest_first_then_lowest_cookie_whatever_the_cookie() -> None:
+    top, low, high = 2**64 - 1, 3, 2**63
+    socks = {c: tcp_facts(c) for c in (top, low, high, 9)}
+    flows = [
+        RawFlow(top, 1, tx_bytes=5),
+        RawFlow(high, 1, rx_bytes=5),
+        RawFlow(9, 1, tx_bytes=1 << 40),
+        RawFlow(low, 1, tx_bytes=2, rx_bytes=3),
+    ]
+    p = run(flows, socks)[0]
+    assert [c.cookie for c in p.connections] == [9, low, high, top]
+
+
+def test_a_flow_key_naming_no_peer_and_one_naming_a_port_only_are_one_connection() -> None:
+    templates = Templates(64)
+    flows = [RawFlow(1, 100, tx_bytes=7), RawFlow(1, 100, bytes(16), 5, rx_bytes=2)]
+    for _ in range(2):  # made, then from the templates
+        (c,) = build_processes(flows, {1: tcp_facts(1)}.get, ident, templates)[0].connections
+        assert (c.raddr, c.rport, c.tx_bytes, c.rx_bytes) == ("198.18.0.2", 443, 7, 2)
+        assert len(templates.made) == 2

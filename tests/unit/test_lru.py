@@ -36,3 +36,11 @@ def test_fifo_dict_drops_the_oldest_inserted_eighth_and_assignment_renews() -> N
     assert d.evicted == 2
     with pytest.raises(ValueError):
         FifoDict(0)
+
+
+def test_lru_get_of_a_stored_none_and_a_miss() -> None:
+    d: LruDict[str, int | None] = LruDict(2)
+    d["a"] = None
+    d["b"] = 1
+    assert d.get("a", 5) is None and list(d) == ["b", "a"]  # found (None), and moved
+    assert d.get("zz", 5) == 5 and d.get("zz") is None and list(d) == ["b", "a"]  # a miss moves nothing

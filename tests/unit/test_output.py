@@ -99,3 +99,14 @@ def test_untrusted_bytes_decode_unambiguously() -> None:
     assert json.dumps(byte) != json.dumps(chars)
     assert decode_untrusted("caf\u00e9 \u2603".encode()) == "caf\u00e9 \u2603"  # valid UTF-8 untouched
     assert decode_untrusted(b"C:\\dir") == "C:\\\\dir"
+
+
+def test_json_chunks_are_the_line_in_pieces() -> None:
+    # `top --json` writes the pieces as they come; together they are the line, processes and
+    # their connections whole and comma-separated.
+    procs = [process(10, "curl", 100, 7), process(11, "dig", 5, 50), process(12, "ssh", 0, 1)]
+    procs[1].connections.append(process(11, "dig", 1, 2).connections[0])
+    for iv in (interval(procs), interval(procs[:1]), interval([])):
+        chunks = list(jsonl.interval_chunks(iv))
+        assert "".join(chunks) == jsonl.interval_line(iv)
+        assert json.loads("".join(chunks)) == jsonl.interval_dict(iv)

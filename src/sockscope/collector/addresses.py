@@ -14,8 +14,12 @@ def is_v4mapped(raw: bytes) -> bool:
     return raw[:12] == V4MAPPED_PREFIX
 
 
+_ANY6 = bytes(16)
+_ANY4 = V4MAPPED_PREFIX + bytes(4)
+
+
 def is_unspecified(raw: bytes) -> bool:
-    return raw == bytes(16) or raw == V4MAPPED_PREFIX + bytes(4)
+    return raw == _ANY6 or raw == _ANY4  # constants: asked per connection made
 
 
 @functools.lru_cache(maxsize=16384)  # every connection's two addresses, every interval: few distinct ones

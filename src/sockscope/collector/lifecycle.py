@@ -166,19 +166,28 @@ class LifecycleTracker:
         return out
 
     def _add_bytes(self, iv: Interval, begin: float) -> None:
+        # Per connection per interval: the records' LRU moves and their dicts' methods looked up
+        # once, not per connection (LruDict.get is a Python call).
+        tcp, udp, ts = self._tcp, self._udp, iv.ts
+        tcp_move, udp_move = tcp.move_to_end, udp.move_to_end
         for p in iv.processes:
+            pid, comm = p.pid, p.comm
             for c in p.connections:
                 if c.proto == "tcp":
-                    t = self._tcp.get(c.cookie)
-                    if t is None:
-                        t = self._tcp[c.cookie] = _Conn(
-                            "tcp", c.family, c.laddr, c.lport, c.raddr, c.rport, c.netns, c.cookie, last=iv.ts
+                    try:
+                        tcp_move(c.cookie)
+                        t = tcp[c.cookie]
+                    except KeyError:
+                        t = tcp[c.cookie] = _Conn(
+                            "tcp", c.family, c.laddr, c.lport, c.raddr, c.rport, c.netns, c.cookie, last=ts
                         )
                 elif c.proto == "udp":
-                    key = (p.pid, c.cookie, c.raddr, c.rport)
-                    t = self._udp.get(key)
-                    if t is None:
-                        t = self._udp[key] = _Conn(
+                    key = (pid, c.cookie, c.raddr, c.rport)
+                    try:
+                        udp_move(key)
+                        t = udp[key]
+                    except KeyError:
+                        t = udp[key] = _Conn(
                             "udp", c.family, c.laddr, c.lport, c.raddr, c.rport, c.netns, c.cookie, start=begin,
                             complete=True,
                         )  # fmt: skip
@@ -186,11 +195,12 @@ class LifecycleTracker:
                     continue
                 t.tx += c.tx_bytes
                 t.rx += c.rx_bytes
-                t.last = iv.ts
+                t.last = ts
                 if c.name is not None:
                     t.named = (c.name, c.cname, c.name_source)
-                t.bytes_by_pid[p.pid] = t.bytes_by_pid.get(p.pid, 0) + c.tx_bytes + c.rx_bytes
-                t.comms[p.pid] = p.comm
+                by_pid = t.bytes_by_pid
+                by_pid[pid] = by_pid.get(pid, 0) + c.tx_bytes + c.rx_bytes
+                t.comms[pid] = comm
 
     def _apply(self, e: ConnEvent) -> list[LifeEvent]:
         t = self._tcp.get(e.cookie)
