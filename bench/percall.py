@@ -178,6 +178,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, help="repetitions of every configuration (default 7; --quick: 2)")
     p.add_argument("--seconds", type=float, help="measured time per ping-pong (default 1.5; --quick: 0.3)")
     p.add_argument("--toggle-reps", type=int, help="repetitions of the toggled section (default 31; --quick: 5)")
+    p.add_argument("--toggle-object", action="append", default=[], metavar="NAME=PATH",
+                   help="also toggle this build of sockscope.bpf.o (an earlier commit's, say) under NAME")  # fmt: skip
     p.add_argument("--repeats", type=int, default=5, help="timed batches per ping-pong process (default 5)")
     p.add_argument("--quick", action="store_true", help="a fast smoke run: 2 pairs, short runs, 1000 connections")
     p.add_argument("--variant", action="append", type=parse_variant, metavar="NAME=ARGS",
@@ -203,6 +205,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     a.toggle_reps = a.toggle_reps or (5 if a.quick else 31)
     a.conns = a.conns or ([1000] if a.quick else [5_000, 10_000])
     a.window = a.window or (5.0 if a.quick else 20.0)
+    if any(not n or not path for n, _, path in (o.partition("=") for o in a.toggle_object)):
+        p.error("--toggle-object wants NAME=PATH")
     if a.pairs < 1 or a.seconds <= 0 or a.repeats < 1 or min(a.conns) < 1 or a.window <= 0:
         p.error("--pairs, --repeats, --conns >= 1; --seconds, --window > 0")
     return a
@@ -246,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = Ctx(pp, floor, a.sockscope, workdir, modes, bpftool)
         if "toggled" not in a.skip:
             check_foreign(ctx, run)
-            with switches(floor, CONFIGS) as sw:
+            objects = [(n, path) for n, _, path in (o.partition("=") for o in a.toggle_object)]
+            with switches(floor, CONFIGS, objects) as sw:
                 run.toggled = measure_toggled(children, pp.exe, a.cpu, modes, sw, a.toggle_reps, run.rounds)
         if "percall" not in a.skip:
             measure(children, ctx, run, setups, a.pairs)

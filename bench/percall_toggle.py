@@ -13,7 +13,8 @@ its sockets, and between its batches the bench attaches and detaches programs:
   sockscope  sockscope's own collector, loaded in this process with its default options and
              read every second (as `top` does, on the other CPUs); only its programs on the two
              tracepoints (ss_tp_send, ss_tp_recv) are detached between its batches, the rest
-             stays attached (none of it runs on the ping-pong's path).
+             stays attached (none of it runs on the ping-pong's path);
+  sockscope --no-splice  a second collector, TCP receives counted by the calls' return values.
 
 Per repetition every configuration runs one batch, back to back, in a rotated order; a
 configuration's figure is the median over repetitions of (its batch - that repetition's none).
@@ -35,7 +36,7 @@ from bench.percall_parts import FLOOR_SEND_RECV, Floor, Mode
 
 COUNTER = ("count_send", "count_recv")
 SOCKSCOPE_PROGS = ("ss_tp_send", "ss_tp_recv")
-CONFIGS = ("none", "floor", "counter", "sockscope")
+CONFIGS = ("none", "floor", "counter", "sockscope", "sockscope --no-splice")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +90,11 @@ class Served:
 class InProcessSockscope:
     """sockscope's collector in this process, read every second by a thread, as top reads it."""
 
-    def __init__(self) -> None:
+    def __init__(self, object_path: str | None = None, splice: bool = True) -> None:
         from sockscope.bpf.loader import Collector, CollectorOptions
 
-        self.collector = Collector(CollectorOptions(count_groups=("tracepoint",)))
+        opts = CollectorOptions(count_groups=("tracepoint",), object_path=object_path, splice=splice)
+        self.collector = Collector(opts)
         self.collector.start()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -124,9 +126,11 @@ class InProcessSockscope:
 
 
 @contextlib.contextmanager
-def switches(floor: Floor, configs: Sequence[str]) -> Iterator[list[Switch]]:
+def switches(floor: Floor, configs: Sequence[str], objects: Sequence[tuple[str, str]] = ()) -> Iterator[list[Switch]]:
+    """The configurations' switches; `objects`: (name, path) of other builds of sockscope.bpf.o to
+    compare in the same run (an earlier commit's, say), each loaded by a collector of its own."""
     out: list[Switch] = []
-    ours: InProcessSockscope | None = None
+    ours: list[InProcessSockscope] = []
     try:
         for name in configs:
             if name == "none":
@@ -134,16 +138,21 @@ def switches(floor: Floor, configs: Sequence[str]) -> Iterator[list[Switch]]:
             elif name in ("floor", "counter"):
                 progs = FLOOR_SEND_RECV if name == "floor" else COUNTER
                 out.append(Switch(name, lambda p=progs: floor.attach(p), floor.detach))  # type: ignore[misc]
-            elif name == "sockscope":
-                ours = InProcessSockscope()
-                out.append(Switch(name, ours.on, ours.off))
+            elif name in ("sockscope", "sockscope --no-splice"):
+                mon = InProcessSockscope(splice=name == "sockscope")
+                ours.append(mon)
+                out.append(Switch(name, mon.on, mon.off))
             else:
                 raise BenchError(f"unknown toggled configuration {name!r}")
+        for name, path in objects:
+            mon = InProcessSockscope(object_path=path)
+            ours.append(mon)
+            out.append(Switch(name, mon.on, mon.off))
         yield out
     finally:
-        if ours is not None:
-            log(f"toggled: the in-process collector was read {ours.reads} times")
-            ours.close()
+        for mon in ours:
+            log(f"toggled: an in-process collector was read {mon.reads} times")
+            mon.close()
 
 
 def measure_toggled(
@@ -168,7 +177,8 @@ def measure_toggled(
                     finally:
                         s.off()
                     out.append(ToggleSample(rep, s.name, m.name, ns, cs))
-            summary = ", ".join(f"{c} {statistics.median(toggled_added(out, c, m.name)):+.1f}" for c in CONFIGS[1:])
+            meds = [(s.name, statistics.median(toggled_added(out, s.name, m.name))) for s in sw[1:]]
+            summary = ", ".join(f"{name} {med:+.1f}" for name, med in meds)
             log(f"toggled {m.name}: {reps} repetitions; added ns: {summary}")
         finally:
             pp.close()
@@ -181,7 +191,7 @@ def toggled_added(samples: Sequence[ToggleSample], config: str, mode: str) -> li
 
 
 def toggled_table(samples: Sequence[ToggleSample], modes: Sequence[Mode]) -> str:
-    configs = [c for c in CONFIGS if any(s.config == c for s in samples)]
+    configs = list(dict.fromkeys(s.config for s in samples))
     rows = []
     for c in configs:
         cells = [c]
