@@ -429,6 +429,11 @@ static __noinline __u16 ss_count_slow(struct sock *sk, __u64 cookie, __u64 pid_t
 		slot = ss_hot_slot(cookie, tgid);
 		if (hots)
 			hot = bpf_map_lookup_elem(hots, &slot);
+		/* An unconnected socket's call that named no peer (recv() without an address) */
+		if (hot && hot->cookie == cookie && hot->tgid == tgid) {
+			ss_add(&hot->val, bytes, dir);
+			return 0;
+		}
 	}
 
 	struct ss_flow_key key = {};

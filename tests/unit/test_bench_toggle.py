@@ -1,0 +1,44 @@
+"""bench/percall_toggle.py's arithmetic: the differences to the same repetition's `none`."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.percall_parts import Mode
+from bench.percall_toggle import ToggleSample, toggled_added, toggled_table
+
+UDP = Mode("udp", "udp", 1)
+
+
+def samples(rows: dict[str, list[float]]) -> list[ToggleSample]:
+    return [ToggleSample(rep, cfg, "udp", ns, 0) for cfg, values in rows.items() for rep, ns in enumerate(values)]
+
+
+def test_each_repetition_is_subtracted_from_its_own_none() -> None:
+    s = samples({"none": [800.0, 900.0, 1000.0], "floor": [850.0, 960.0, 1040.0]})
+    assert toggled_added(s, "floor", "udp") == [50.0, 60.0, 40.0]
+
+
+def test_a_repetition_without_its_none_is_left_out() -> None:
+    s = samples({"none": [800.0], "floor": [850.0, 960.0]})
+    assert toggled_added(s, "floor", "udp") == [50.0]
+
+
+def test_the_table_gives_medians_and_the_ratio_to_the_floor() -> None:
+    s = samples(
+        {
+            "none": [800.0, 800.0, 800.0],
+            "floor": [850.0, 860.0, 840.0],
+            "sockscope": [870.0, 880.0, 875.0],
+        }
+    )
+    table = toggled_table(s, [UDP])
+    lines = table.splitlines()
+    assert lines[2].startswith("| none: base ns/round | 800 |")
+    assert "+50.0 (1.00x)" in lines[3]
+    assert "+75.0 (1.50x)" in lines[4]
+
+
+@pytest.mark.parametrize("config", ["floor", "sockscope"])
+def test_no_samples_no_figure(config: str) -> None:
+    assert toggled_added([], config, "udp") == []
