@@ -18,7 +18,6 @@ from sockscope.collector.addresses import V4MAPPED_PREFIX
 from sockscope.collector.model import ConnEvent, Counters, DnsCapture, FlowRow, ProcFacts, RawFlow, SockFacts
 from sockscope.output.safe import decode_untrusted
 
-
 NO_PEER = bytes(16)  # the raddr of a connected key
 
 
