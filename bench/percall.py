@@ -173,12 +173,19 @@ def parse_variant(text: str) -> Setup:
     return Setup(name.strip(), "sockscope", args=tuple(shlex.split(args)))
 
 
+def parse_toggle_object(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--toggle-object wants NAME=PATH, got {text!r}")
+    return name, path
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Cost per call of the sockscope monitor against empty BPF programs.")
     p.add_argument("--pairs", type=int, help="repetitions of every configuration (default 7; --quick: 2)")
     p.add_argument("--seconds", type=float, help="measured time per ping-pong (default 1.5; --quick: 0.3)")
     p.add_argument("--toggle-reps", type=int, help="repetitions of the toggled section (default 31; --quick: 5)")
-    p.add_argument("--toggle-object", action="append", default=[], metavar="NAME=PATH",
+    p.add_argument("--toggle-object", action="append", default=[], type=parse_toggle_object, metavar="NAME=PATH",
                    help="also toggle this build of sockscope.bpf.o (an earlier commit's, say) under NAME")  # fmt: skip
     p.add_argument("--repeats", type=int, default=5, help="timed batches per ping-pong process (default 5)")
     p.add_argument("--quick", action="store_true", help="a fast smoke run: 2 pairs, short runs, 1000 connections")
@@ -205,8 +212,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     a.toggle_reps = a.toggle_reps or (5 if a.quick else 31)
     a.conns = a.conns or ([1000] if a.quick else [5_000, 10_000])
     a.window = a.window or (5.0 if a.quick else 20.0)
-    if any(not n or not path for n, _, path in (o.partition("=") for o in a.toggle_object)):
-        p.error("--toggle-object wants NAME=PATH")
     if a.pairs < 1 or a.seconds <= 0 or a.repeats < 1 or min(a.conns) < 1 or a.window <= 0:
         p.error("--pairs, --repeats, --conns >= 1; --seconds, --window > 0")
     return a
@@ -250,8 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = Ctx(pp, floor, a.sockscope, workdir, modes, bpftool)
         if "toggled" not in a.skip:
             check_foreign(ctx, run)
-            objects = [(n, path) for n, _, path in (o.partition("=") for o in a.toggle_object)]
-            with switches(floor, CONFIGS, objects) as sw:
+            with switches(floor, CONFIGS, a.toggle_object) as sw:
                 run.toggled = measure_toggled(children, pp.exe, a.cpu, modes, sw, a.toggle_reps, run.rounds)
         if "percall" not in a.skip:
             measure(children, ctx, run, setups, a.pairs)

@@ -15,10 +15,17 @@ from sockscope.bpf import abi, libbpf
 from sockscope.bpf.kretprobes import Kretprobes
 from sockscope.bpf.splice import SpliceClaims
 from sockscope.collector.addresses import V4MAPPED_PREFIX
-from sockscope.collector.model import ConnEvent, Counters, DnsCapture, FlowRow, ProcFacts, RawFlow, SockFacts
+from sockscope.collector.model import (
+    NO_ADDR,
+    ConnEvent,
+    Counters,
+    DnsCapture,
+    FlowRow,
+    ProcFacts,
+    RawFlow,
+    SockFacts,
+)
 from sockscope.output.safe import decode_untrusted
-
-NO_PEER = bytes(16)  # the raddr of a connected key
 
 
 class CollectorError(RuntimeError):
@@ -193,7 +200,7 @@ class Reads:
                 h = abi.Hot.from_buffer_copy(buf.raw, cpu * size)
                 v = h.val
                 if v.tx_calls or v.rx_calls or v.rx_bytes:  # a slot's key is connected: no datagram peer
-                    out.append(RawFlow(h.cookie, h.tgid, NO_PEER, 0, v.tx_bytes, v.rx_bytes, v.tx_calls, v.rx_calls))
+                    out.append(RawFlow(h.cookie, h.tgid, NO_ADDR, 0, v.tx_bytes, v.rx_bytes, v.tx_calls, v.rx_calls))
             hot_map.update(ctypes.c_uint32(slot), zeros)
         return out
 
