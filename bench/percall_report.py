@@ -145,6 +145,15 @@ def userspace_lines(run: Run) -> list[str]:
             f"  - the generator itself (two processes): {u.gen_cpu_pct:.1f}% of one core"
             f" (one sweep of all connections: {sweep})",
         ]
+        if u.alone_cpu_pct is not None:
+            alone_seen = f"{statistics.median(u.alone_seen):.0f}" if u.alone_seen else "n/a"
+            out += [
+                f"- the collector alone (`bench/collector_loop.py`: the same reads, no output formatted), same "
+                f"connections: **{u.alone_cpu_pct:.1f}% of one core**; connections seen per interval (median): "
+                f"{alone_seen}; dropped events: {u.alone_dropped:,}",
+                f"  - start-up, spawn to counting (loaded and attached, with these connections open): "
+                f"{u.alone_startup_s:.2f} s",
+            ]
     for name, vals in run.startups.items():
         if vals:
             out.append(

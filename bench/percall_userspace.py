@@ -1,9 +1,12 @@
 """The collector's user-space cost for bench/percall.py: its CPU while many loopback TCP
-connections (bench/percall_conns.py) each move a few bytes every second."""
+connections (bench/percall_conns.py) each move a few bytes every second. Measured twice with the
+same connections: `sockscope top --json` as a whole, then the collector alone (its reads, as top
+makes them, without formatting the output: bench/collector_loop.py)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import signal
 import subprocess
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from bench.overhead import BenchError, Children, Monitor, cpu_seconds
-from bench.percall_parts import CONNS_SCRIPT, MONITOR_START_TIMEOUT
+from bench.percall_parts import CONNS_SCRIPT, MONITOR_START_TIMEOUT, REPO_ROOT
 
 
 @dataclass(slots=True)
@@ -30,6 +33,61 @@ class UserSpace:
     connections_seen: list[int] = field(default_factory=list)  # per interval, the generator's two processes
     dropped_events: int = 0
     sweep_s: list[float] = field(default_factory=list)
+    alone_cpu_pct: float | None = None  # the collector without output (bench/collector_loop.py)
+    alone_seen: list[int] = field(default_factory=list)  # its connections of the generator, per interval
+    alone_dropped: int = 0
+    alone_startup_s: float | None = None  # spawn to counting (its "ready": loaded and attached)
+
+
+def collector_alone(
+    children: Children, args: Sequence[str], pids: set[int], window: float, settle: float
+) -> tuple[float, list[int], int, float]:
+    """CPU % of one core of the collector alone over `window`, the generator's connections it saw
+    per interval, the events it dropped, and seconds from spawn to counting."""
+    spawned = time.monotonic()
+    proc = children.spawn(
+        [sys.executable, "-m", "bench.collector_loop", "--interval", "1", *args],  # top's extra arguments
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    assert proc.stdout is not None
+    threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
+    try:
+        first = lines.get(timeout=MONITOR_START_TIMEOUT)
+        startup = time.monotonic() - spawned
+        if first != "ready":
+            proc.wait(timeout=10)
+            err = proc.stderr.read() if proc.stderr else ""
+            raise BenchError(f"collector loop did not start ({proc.returncode}): {err.strip()[-2000:]}")
+        time.sleep(settle)
+        while not lines.empty():
+            lines.get_nowait()
+        c0, t0, w0 = cpu_seconds(proc.pid), time.monotonic(), time.time()
+        time.sleep(window)
+        c1, t1, w1 = cpu_seconds(proc.pid), time.monotonic(), time.time()
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise BenchError(f"collector loop exited ({proc.returncode}): {err.strip()[-2000:]}")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        seen, dropped = [], 0
+        while (item := lines.get(timeout=5)) is not None:
+            if not item.startswith("{"):
+                continue
+            doc = json.loads(item)
+            if w0 < doc["ts"] <= w1:
+                seen.append(sum(n for pid, n in doc["conns"].items() if int(pid) in pids))
+                dropped += doc["dropped"]
+        return 100.0 * (c1 - c0) / (t1 - t0), seen, dropped, startup
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        children.forget(proc)
 
 
 def _reader(stream: IO[str], out: queue.Queue[str | None]) -> None:
@@ -85,6 +143,7 @@ def collector_cpu(
         if not mon.alive():
             raise BenchError(f"sockscope exited ({mon.proc.returncode}): {mon.stderr_tail()}")
         mon.stop()
+        alone_pct, alone_seen, alone_dropped, alone_startup = collector_alone(children, args, pids, window, settle)
         inside = [d for d in mon.received if isinstance(d.get("ts"), float | int) and w0 < d["ts"] <= w1]
         seen = []
         dropped = 0
@@ -105,6 +164,10 @@ def collector_cpu(
             connections_seen=seen,
             dropped_events=dropped,
             sweep_s=sweeps,
+            alone_cpu_pct=alone_pct,
+            alone_seen=alone_seen,
+            alone_dropped=alone_dropped,
+            alone_startup_s=alone_startup,
         )
     finally:
         if mon is not None and mon.alive():

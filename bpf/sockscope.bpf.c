@@ -399,6 +399,20 @@ static __always_inline __u32 ss_hot_slot(__u64 cookie, __u32 tgid)
 	return (cookie ^ (cookie >> 6) ^ (cookie >> 12) ^ tgid) & (SS_HOT_SLOTS - 1);
 }
 
+/* The slot of (cookie, tgid) on this CPU, in the set programs count into now (NULL: none). */
+static __always_inline struct ss_hot *ss_hot_of(__u64 cookie, __u32 tgid)
+{
+	__u32 zero = 0, slot = ss_hot_slot(cookie, tgid);
+	void *hots = bpf_map_lookup_elem(&ss_hots, &zero);
+
+	return hots ? bpf_map_lookup_elem(hots, &slot) : NULL;
+}
+
+static __always_inline int ss_hot_holds(struct ss_hot *hot, __u64 cookie, __u32 tgid)
+{
+	return hot && hot->cookie == cookie && hot->tgid == tgid;
+}
+
 /* What ss_count_slow needs of a call besides the socket, cookie and pid, in one argument (a
  * BPF function takes five): the byte count (a call's int), direction, whether the call may name
  * a datagram peer, and the socket's state. */
@@ -419,18 +433,16 @@ static __noinline __u16 ss_count_slow(struct sock *sk, __u64 cookie, __u64 pid_t
 	__u32 kind = (arg >> SS_ARG_KIND_SHIFT) & 3;
 	struct ss_peer *peer = NULL;
 	struct ss_hot *hot = NULL;
-	__u32 zero = 0, slot;
-	void *flows, *hots;
+	__u32 zero = 0;
+	void *flows;
 
 	if (arg & SS_ARG_UNCONNECTED)
 		peer = ss_find_peer(pid_tgid, cookie, dir);
 	if (!peer) {
-		hots = bpf_map_lookup_elem(&ss_hots, &zero);
-		slot = ss_hot_slot(cookie, tgid);
-		if (hots)
-			hot = bpf_map_lookup_elem(hots, &slot);
-		/* An unconnected socket's call that named no peer (recv() without an address) */
-		if (hot && hot->cookie == cookie && hot->tgid == tgid) {
+		hot = ss_hot_of(cookie, tgid);
+		/* Held already: an unconnected socket's call that named no peer (recv() without an
+		 * address), or a call that came here with its key in its slot (ss_count_miss). */
+		if (ss_hot_holds(hot, cookie, tgid)) {
 			ss_add(&hot->val, bytes, dir);
 			return 0;
 		}
@@ -475,6 +487,17 @@ static __noinline __u16 ss_count_slow(struct sock *sk, __u64 cookie, __u64 pid_t
 	return key.rport;
 }
 
+/* A call whose key the caller found not in its slot (or may name a datagram peer): straight
+ * to the slow path, without looking at the slot again inline. */
+static __always_inline __u16 ss_count_miss(struct sock *sk, __u64 cookie, int unconnected_udp, __u8 state,
+					   __u64 bytes, int dir, __u64 pid_tgid, __u32 kind)
+{
+	return ss_count_slow(sk, cookie, pid_tgid,
+			     (__u32)bytes | (dir == SS_RX ? SS_ARG_DIR : 0) |
+				     (unconnected_udp ? SS_ARG_UNCONNECTED : 0) | ((__u64)kind << SS_ARG_KIND_SHIFT) |
+				     ((__u64)state << SS_ARG_STATE_SHIFT));
+}
+
 /* Count one call. sk is only dereferenced (CO-RE reads) on first sight of a key. Returns the
  * port of the datagram's peer when the call named one (unconnected UDP), else 0. The fast
  * path, inline: a connected key that holds its slot on this CPU. */
@@ -482,25 +505,16 @@ static __always_inline __u16 ss_count(struct sock *sk, __u64 cookie, int unconne
 				     __u64 bytes, int dir, __u64 pid_tgid, __u32 kind)
 {
 	__u32 tgid = pid_tgid >> 32;
-	__u32 zero = 0, slot;
 	struct ss_hot *hot;
-	void *hots;
 
 	if (!unconnected_udp) {
-		hots = bpf_map_lookup_elem(&ss_hots, &zero);
-		if (hots) {
-			slot = ss_hot_slot(cookie, tgid);
-			hot = bpf_map_lookup_elem(hots, &slot);
-			if (hot && hot->cookie == cookie && hot->tgid == tgid) {
-				ss_add(&hot->val, bytes, dir);
-				return 0;
-			}
+		hot = ss_hot_of(cookie, tgid);
+		if (ss_hot_holds(hot, cookie, tgid)) {
+			ss_add(&hot->val, bytes, dir);
+			return 0;
 		}
 	}
-	return ss_count_slow(sk, cookie, pid_tgid,
-			     (__u32)bytes | (dir == SS_RX ? SS_ARG_DIR : 0) |
-				     (unconnected_udp ? SS_ARG_UNCONNECTED : 0) | ((__u64)kind << SS_ARG_KIND_SHIFT) |
-				     ((__u64)state << SS_ARG_STATE_SHIFT));
+	return ss_count_miss(sk, cookie, unconnected_udp, state, bytes, dir, pid_tgid, kind);
 }
 
 /* Group "tp": the socket layer's own length tracepoints (kernel >= 6.3). */
@@ -628,8 +642,8 @@ static __always_inline void ss_count_for(struct sock *sk, __u64 cookie, __u32 tg
 }
 
 /* Claim what was read without a receive call, for the last process that read by one, else
- * the one that opened it (0, unattributed, when neither is known). */
-static __always_inline void ss_claim_rest(struct sock *sk, struct ss_rxseq *st)
+ * the one that opened it (0, unattributed, when neither is known). Returns the bytes claimed. */
+static __always_inline __u32 ss_claim_rest(struct sock *sk, struct ss_rxseq *st)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct ss_sock_info *si;
@@ -637,10 +651,10 @@ static __always_inline void ss_claim_rest(struct sock *sk, struct ss_rxseq *st)
 	__u64 cookie;
 
 	if (!tp || !st->valid)
-		return;
+		return 0;
 	bytes = ss_claim(sk, tp, st);
 	if (!bytes)
-		return;
+		return 0;
 	cookie = ss_cookie(sk);
 	tgid = st->tgid;
 	if (!tgid) {
@@ -649,6 +663,7 @@ static __always_inline void ss_claim_rest(struct sock *sk, struct ss_rxseq *st)
 			tgid = si->owner_tgid;
 	}
 	ss_count_for(sk, cookie, tgid, bytes);
+	return bytes;
 }
 
 /* A TCP receive's bytes: what it claims of copied_seq. First sight of a socket opened
@@ -762,17 +777,12 @@ static __always_inline int ss_is_dns(__u16 protocol, __u16 peer_port, __u16 dpor
  * keys do. It reads two fields of the socket and the pid, and adds; NULL: the slow path. */
 static __always_inline struct ss_hot *ss_hot_hit(struct sock *sk, __u64 cookie, __u32 tgid)
 {
-	__u32 zero = 0, slot = ss_hot_slot(cookie, tgid);
 	struct ss_hot *hot;
-	void *hots;
 
 	if (!cookie) /* not assigned yet: the slow path asks for it */
 		return NULL;
-	hots = bpf_map_lookup_elem(&ss_hots, &zero);
-	if (!hots)
-		return NULL;
-	hot = bpf_map_lookup_elem(hots, &slot);
-	if (!hot || hot->cookie != cookie || hot->tgid != tgid)
+	hot = ss_hot_of(cookie, tgid);
+	if (!ss_hot_holds(hot, cookie, tgid))
 		return NULL;
 	/* A UDP socket no longer connected may name a peer per datagram: the slow path looks. */
 	if (hot->kind == SS_HOT_UDP && sk->__sk_common.skc_state != TCP_ESTABLISHED)
@@ -786,7 +796,7 @@ static __noinline int ss_send_slow(struct sock *sk, int ret, __u64 pid_tgid)
 	__u16 family = sk->__sk_common.skc_family, protocol = sk->sk_protocol;
 	__u8 state = sk->__sk_common.skc_state;
 
-	ss_count(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_TX, pid_tgid,
+	ss_count_miss(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_TX, pid_tgid,
 		 ss_hot_kind(family, protocol));
 	return 0;
 }
@@ -823,7 +833,7 @@ static __noinline int ss_recv_slow(struct sock *sk, int ret, int flags, __u64 pi
 	__u64 cookie = ss_cookie(sk);
 	__u16 peer_port;
 
-	peer_port = ss_count(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, SS_RX, pid_tgid,
+	peer_port = ss_count_miss(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, SS_RX, pid_tgid,
 			     ss_hot_kind(family, protocol));
 	if (ss_cfg.dns && family != AF_PACKET && ss_is_dns(protocol, peer_port, sk->__sk_common.skc_dport))
 		ss_dns_capture(sk, cookie, pid_tgid >> 32, orig, protocol);
@@ -909,14 +919,17 @@ int BPF_PROG(ss_tp_destroy, struct sock *sk)
 	return 0;
 }
 
-/* Run by user space before each read: what was read without a receive call since. It walks
- * the TCP sockets of the network namespace it is run from (see Collector.run_iter). */
+/* Run by user space before a read: what was read without a receive call since. It walks the
+ * TCP sockets of the network namespace it is run from (see bpf/splice.py), and prints the
+ * bytes it claimed (a __u32 per socket that had some): user space runs it every interval
+ * while it finds some, less often while it finds none. */
 SEC("iter/tcp")
 int ss_iter_rxseq(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
 	struct tcp_sock *tp;
 	struct ss_rxseq *st;
+	__u32 bytes;
 
 	if (!skc)
 		return 0;
@@ -924,8 +937,11 @@ int ss_iter_rxseq(struct bpf_iter__tcp *ctx)
 	if (!tp)
 		return 0; /* a request or time-wait socket: nothing left to read */
 	st = bpf_sk_storage_get(&ss_rxseq, tp, 0, 0);
-	if (st)
-		ss_claim_rest((struct sock *)tp, st);
+	if (!st)
+		return 0;
+	bytes = ss_claim_rest((struct sock *)tp, st);
+	if (bytes)
+		bpf_seq_write(ctx->meta->seq, &bytes, sizeof(bytes));
 	return 0;
 }
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from sockscope.bpf import splice
 from sockscope.bpf.loader import cgroup2_root
 from sockscope.collector.bpf_source import BpfSource
 from sockscope.collector.lifecycle import LifeEvent
@@ -225,6 +226,37 @@ def test_splice_reader_in_another_namespace_is_counted_while_its_socket_stays_op
         drain(source, tally)  # the socket is still open
         assert tally.procs[cli.pid]["rx"] == 3_000_017
         assert tally.procs[cli.pid]["tx"] == 0
+    finally:
+        srv.kill()
+        cli.kill()
+
+
+def test_a_splice_reader_starting_while_the_walks_are_idle_is_counted_within_their_idle_period(
+    source: BpfSource, netns: Netns
+) -> None:
+    # A namespace whose last walk claimed nothing is walked again only after splice.IDLE_PERIOD:
+    # a splice() reader that starts then is counted that late, exactly, with its socket open.
+    assert source.collector.splice is not None
+    tally = Tally()
+    tally.add(source.read())  # this namespace's first walk: nothing to claim, so its walks go idle
+    srv = Traffic("ss-spl-srv", "tcp-server", "--bind", netns.peer4, "--reply", "2000029", "--duplex",
+                  prefix=netns.exec_prefix())  # fmt: skip
+    try:
+        port = srv.line()["port"]
+        cli = Traffic("ss-spl-cli", "tcp-client", "--host", netns.peer4, "--port", str(port), "--recv-how",
+                      "splice", "--hold", "30")  # fmt: skip
+        read = cli.line()
+        assert read["read"] and read["rx"] == 2_000_029
+        walks, reads, start = source.collector.splice.walks, 0, time.monotonic()
+        while tally.procs.get(cli.pid, {}).get("rx", 0) < 2_000_029 and reads < 40:
+            time.sleep(0.25)
+            tally.add(source.read())
+            reads += 1
+        took = time.monotonic() - start
+        assert tally.procs[cli.pid]["rx"] == 2_000_029  # the socket is still open
+        assert tally.procs[cli.pid]["tx"] == 0
+        assert took <= splice.IDLE_PERIOD + 1.0, took
+        assert source.collector.splice.walks - walks < reads  # idle reads did not walk
     finally:
         srv.kill()
         cli.kill()

@@ -214,6 +214,14 @@ def test_reverse_names_only_when_asked_for(
     ptr_queries = [q for q in asked if q.get("type") == "PTR"]
     if ptr:
         assert ("target.sockscope.test", "ptr") in seen
+        # The answer came after the connection was first shown: its name shows from the next
+        # interval (Templates.rename), while it is open, not only at its close.
+        open_named = {
+            c["name"]
+            for d in lines for p in d["processes"] if p["pid"] == cli.pid for c in p["connections"]
+            if c["rport"] == port and c["state"] == "ESTABLISHED"
+        }  # fmt: skip
+        assert "target.sockscope.test" in open_named
         # Every peer without a name is asked once (here also the client's address, the server's peer).
         names = [q["query"] for q in ptr_queries]
         assert reverse in names and len(names) == len(set(names))

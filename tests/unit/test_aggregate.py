@@ -182,3 +182,65 @@ def test_a_flow_key_naming_no_peer_and_one_naming_a_port_only_are_one_connection
         (c,) = build_processes(flows, {1: tcp_facts(1)}.get, ident, templates)[0].connections
         assert (c.raddr, c.rport, c.tx_bytes, c.rx_bytes) == ("198.18.0.2", 443, 7, 2)
         assert len(templates.made) == 2
+
+
+def _named_templates(names: dict[bytes, str], asked: list[bytes], **kw: float) -> Templates:
+    def namer(netns: int, tgid: int, addr: bytes, accepted: bool) -> tuple[str, tuple[str, ...], str] | None:
+        asked.append(addr)
+        name = names.get(addr)
+        return None if name is None else (name, (), "process")
+
+    return Templates(64, namer=namer, **kw)
+
+
+def test_tcp_templates_are_trusted_for_the_tcp_period_and_others_for_the_short_one() -> None:
+    asked: list[bytes] = []
+    templates = _named_templates({}, asked, ttl=5.0, tcp_ttl=30.0)
+    facts = {1: tcp_facts(1), 2: udp_unconnected(2)}
+    flows = [RawFlow(1, 100, tx_bytes=1), RawFlow(2, 100, v4("198.18.0.9"), 53, tx_bytes=1)]
+    build_processes(flows, facts.get, ident, templates, now=0.0)
+    assert asked == [v4("198.18.0.2"), v4("198.18.0.9")]
+    build_processes(flows, facts.get, ident, templates, now=7.6)  # past the UDP key's latest due time
+    assert asked[2:] == [v4("198.18.0.9")]
+    build_processes(flows, facts.get, ident, templates, now=14.9)  # the TCP key's earliest is 15 s
+    assert asked[3:] == [v4("198.18.0.9")]
+    build_processes(flows, facts.get, ident, templates, now=45.1)
+    assert v4("198.18.0.2") in asked[4:]
+
+
+def test_a_peer_renamed_after_its_template_was_made_shows_its_new_name_at_once() -> None:
+    names: dict[bytes, str] = {}
+    asked: list[bytes] = []
+    templates = _named_templates(names, asked, tcp_ttl=30.0)
+    facts = {1: tcp_facts(1), 3: tcp_facts(3, lport=40001)}
+    facts[3] = SockFacts(3, 2, 6, 1, v4("198.18.0.1"), 40001, v4("198.18.0.3"), 443, 1, netns=4026531840)
+    flows = [RawFlow(1, 100, tx_bytes=1), RawFlow(3, 100, tx_bytes=1)]
+    first = build_processes(flows, facts.get, ident, templates, now=0.0)
+    assert {c.name for c in first[0].connections} == {None}
+    names[v4("198.18.0.2")] = "example.org"
+    templates.rename({v4("198.18.0.2")}, now=1.0)
+    asked.clear()
+    again = build_processes(flows, facts.get, ident, templates, now=1.0)
+    assert asked == [v4("198.18.0.2")]  # only the renamed peer's template was made again
+    assert {c.cookie: c.name for c in again[0].connections} == {1: "example.org", 3: None}
+    asked.clear()
+    build_processes(flows, facts.get, ident, templates, now=2.0)  # made after the rename: trusted
+    assert asked == []
+    templates.rename(None, now=3.0)  # too many to say which: every template goes
+    assert len(templates.made) == 0
+
+
+def test_renamed_peers_are_kept_one_and_a_half_template_periods_and_bounded(monkeypatch) -> None:
+    from sockscope.collector import aggregate
+
+    templates = Templates(64, ttl=5.0, tcp_ttl=30.0)
+    templates.rename({b"a" * 16}, now=0.0)
+    templates.rename({b"b" * 16}, now=40.0)
+    templates.rename({b"a" * 16}, now=44.0)  # again: moves to the end, with its new time
+    assert list(templates.renamed.items()) == [(b"b" * 16, 40.0), (b"a" * 16, 44.0)]
+    templates.rename(set(), now=85.5)  # 45 s (1.5 x 30) after b: it goes, a stays
+    assert list(templates.renamed) == [b"a" * 16]
+    monkeypatch.setattr(aggregate, "RENAMED_LIMIT", 3)
+    templates.made[1] = (0.0, (1, bytes(16), 0), (), None, None, 0.0)
+    templates.rename({b"c" * 16, b"d" * 16, b"e" * 16}, now=86.0)
+    assert templates.renamed == {} and len(templates.made) == 0

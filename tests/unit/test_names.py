@@ -145,3 +145,36 @@ def test_malformed_is_counted_and_the_cache_is_bounded() -> None:
     assert c.stats.evicted == 2 * 6  # per process and per namespace, 6 over the bound each
     assert c.lookup(7, 1, v4("198.18.1.9"), lambda pid: None) is not None
     assert c.lookup(7, 1, v4("198.18.1.0"), lambda pid: None) is None
+
+
+def test_addresses_whose_name_changed_are_taken_once_and_a_repeated_answer_changes_none() -> None:
+    from sockscope.names.dns import Resolved
+
+    c = NameCache()
+    c.learn([cap(100, CHAIN)])
+    assert c.take_fresh() == {v4("198.18.0.7"), v4("198.18.0.8")}
+    assert c.take_fresh() == set()
+    c.learn([cap(100, CHAIN)])  # the same answer again: no name changed
+    assert c.take_fresh() == set()
+    c.learn([cap(200, CHAIN)])  # another process got it: its connections' name (own) is new
+    assert c.take_fresh() == {v4("198.18.0.7"), v4("198.18.0.8")}
+    other = answer("other.example.com", ("other.example.com.", "A", "198.18.0.8"))
+    c.learn([cap(100, other)])
+    assert c.take_fresh() == {v4("198.18.0.8")}
+    c.learn_resolved(7, [Resolved(v4("198.18.0.9"), "r.example", (), 60)])
+    c.learn_resolved(7, [Resolved(v4("198.18.0.9"), "r.example", (), 60)])
+    assert c.take_fresh() == {v4("198.18.0.9")}
+
+
+def test_fresh_addresses_past_their_bound_say_any() -> None:
+    from sockscope.names.fresh import FreshAddresses
+
+    f = FreshAddresses(limit=2)
+    f.add(b"a")
+    f.add(b"a")
+    f.add(b"b")
+    assert f.take() == {b"a", b"b"}
+    for a in (b"a", b"b", b"c", b"d"):
+        f.add(a)
+    assert f.take() is None  # too many to say which
+    assert f.take() == set()

@@ -86,3 +86,15 @@ def test_reverse_lookups_ask_for_the_address_text(monkeypatch: pytest.MonkeyPatc
         and asked[1].startswith("7.0.0.0.")
         and asked[1].endswith(".d.f.ip6.arpa.")
     )
+
+
+def test_an_address_that_got_a_name_is_taken_once_as_fresh() -> None:
+    names = PtrNames(lambda a: "host.example" if a == A else None)
+    try:
+        other = bytes(15) + b"\x01"
+        names.name(A)
+        names.name(other)
+        wait_for(lambda: names.name(A) == "host.example" and names.take_fresh() == {A})
+        assert names.take_fresh() == set()  # and an address without a name is never fresh
+    finally:
+        names.close()

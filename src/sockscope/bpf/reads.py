@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -38,11 +39,24 @@ def _sum_percpu(raw: bytes, nfields: int, ncpu: int) -> list[int]:
     return [sum(words[i::stride][:ncpu]) for i in range(nfields)]
 
 
+_VALS1 = struct.Struct("=4Q")  # a flow's counters on one CPU: tx_bytes, rx_bytes, tx_calls, rx_calls
+_VALS2 = struct.Struct("=8Q")  # on two
+
+
 def _decode_flows(keys: bytes, values: bytes, count: int, ncpu: int) -> list[FlowRow]:
     """Drained flow entries, their per-CPU counters summed: column by column, in C where it can
     (tens of thousands of entries a second on a busy host)."""
     if not count:
         return []
+    if ncpu <= 2:
+        # One struct per entry, sums written out: half the time of the columns below here.
+        pairs = zip(abi.FLOW_KEY.iter_unpack(keys), (_VALS1 if ncpu == 1 else _VALS2).iter_unpack(values), strict=True)
+        if ncpu == 1:
+            return [(c, t, ra, rp, a, b, d, e) for (c, t, rp, _, ra), (a, b, d, e) in pairs]
+        return [
+            (c, t, ra, rp, a0 + a1, b0 + b1, c0 + c1, d0 + d1)
+            for (c, t, rp, _, ra), (a0, b0, c0, d0, a1, b1, c1, d1) in pairs
+        ]
     w = memoryview(values).cast("Q")  # per entry, per CPU: tx_bytes, rx_bytes, tx_calls, rx_calls
     stride = 4 * ncpu
     cols: list[list[int]] = []

@@ -134,13 +134,21 @@ def due(now: float, period: float, cookie: int) -> float:
 
 
 _CONN_FIELDS = tuple(f.name for f in dataclasses.fields(ConnectionSample))
+# How long a connection's template is trusted (spread per socket, see `due`). A TCP socket's
+# facts change only with the open and close events, which drop its template at once, and a name
+# learned for its peer later drops it too (Templates.rename): its period only bounds what
+# nothing announces (a name evicted from the caches). A UDP socket may connect() at any time.
+TEMPLATE_TTL = 5.0
+TEMPLATE_TTL_TCP = 30.0
+RENAMED_LIMIT = 65536  # peers renamed within a template period; past it every template is remade
+
 # A peer's name: (the name asked for, its CNAME chain, where it came from).
 Named = tuple[str, tuple[str, ...], str]
 # (netns, tgid, peer address, accepted: the peer connected to us) -> its name, if resolved
 Namer = Callable[[int, int, bytes, bool], Named | None]
 # (trusted until, the connection's key, its fields before any byte is added, the facts and the
-# name they were made from)
-Made = tuple[float, ConnKey, tuple[object, ...], SockFacts | None, Named | None]
+# name they were made from, when it was made)
+Made = tuple[float, ConnKey, tuple[object, ...], SockFacts | None, Named | None, float]
 # A flow key as Templates keeps it: the cookie, for one that names no peer; else (cookie, peer, port).
 RawKey = int | ConnKey
 
@@ -150,14 +158,38 @@ class Templates:
     and fields, kept from one interval to the next so that the text of its addresses, its names
     and its family come once per socket, not once per interval. Trusted for about `ttl` seconds
     (spread per socket) without asking for the socket's facts; then made again only if the facts
-    are another object. At most `limit` kept (oldest first out)."""
+    are another object (TCP: `tcp_ttl`). At most `limit` kept (oldest first out)."""
 
-    def __init__(self, limit: int, ttl: float = 5.0, namer: Namer | None = None) -> None:
+    def __init__(
+        self, limit: int, ttl: float = TEMPLATE_TTL, namer: Namer | None = None, tcp_ttl: float | None = None
+    ) -> None:
         # Keyed by the cookie alone for a flow key that names no peer (a connected socket's, the
         # most of them): an int hashes and compares cheaper than the key's tuple, per flow.
         self.made: FifoDict[RawKey, Made] = FifoDict(limit)
         self.ttl = ttl
+        self.tcp_ttl = ttl if tcp_ttl is None else tcp_ttl
         self.namer = namer
+        # Peer address -> when its name changed, oldest first; kept a template period (older
+        # templates are due by then anyway). build_processes remakes a template made before.
+        self.renamed: dict[bytes, float] = {}
+
+    def rename(self, addrs: set[bytes] | None, now: float) -> None:
+        """These peers' names may have changed at `now` (None: any peer's): the templates made
+        before are made again when next used."""
+        renamed = self.renamed
+        if addrs is None or len(renamed) + len(addrs) > RENAMED_LIMIT:
+            self.made.clear()
+            renamed.clear()
+            return
+        for addr in addrs:
+            renamed.pop(addr, None)  # to the end: the dict stays in time order
+            renamed[addr] = now
+        horizon = now - 1.5 * max(self.ttl, self.tcp_ttl)
+        while renamed:
+            addr, at = next(iter(renamed.items()))
+            if at >= horizon:
+                break
+            del renamed[addr]
 
     def forget(self, cookie: int) -> None:
         """The socket's facts changed (a TCP open or close): ask again next time."""
@@ -179,7 +211,8 @@ class Templates:
             if named is not None:
                 conn.name, conn.cname, conn.name_source = named
             fields = tuple(getattr(conn, f) for f in _CONN_FIELDS)
-        made = self.made[raw] = (due(now, self.ttl, cookie), key, fields, facts, named)
+        tcp = facts is not None and facts.protocol == IPPROTO_TCP and facts.family != AF_PACKET
+        made = self.made[raw] = (due(now, self.tcp_ttl if tcp else self.ttl, cookie), key, fields, facts, named, now)
         return made
 
 
@@ -198,11 +231,12 @@ def build_processes(
     if templates is None:
         templates, now = Templates(1 << 62, ttl=math.inf), 0.0
     made_of = templates.made.get
+    renamed = templates.renamed
     by_proc: dict[int, dict[ConnKey, ConnectionSample]] = {}
     for cookie, tgid, raddr, rport, tx, rx, txc, rxc in flows:
         raw = cookie if raddr == NO_ADDR and not rport else (cookie, raddr, rport)
         made = made_of(raw)
-        if made is None or now >= made[0]:
+        if made is None or now >= made[0] or (renamed and renamed.get(made[1][1], -1.0) > made[5]):
             made = templates.make(raw, sock_facts(cookie), made, now, tgid)
         conns = by_proc.get(tgid)
         if conns is None:

@@ -10,7 +10,15 @@ from dataclasses import replace
 from typing import Any
 
 from sockscope.bpf.loader import Collector, CollectorOptions, HookStatus, cgroup2_root
-from sockscope.collector.aggregate import AF_PACKET, IPPROTO_TCP, Named, Templates, build_processes, due
+from sockscope.collector.aggregate import (
+    AF_PACKET,
+    IPPROTO_TCP,
+    TEMPLATE_TTL_TCP,
+    Named,
+    Templates,
+    build_processes,
+    due,
+)
 from sockscope.collector.cgroups import CgroupPaths
 from sockscope.collector.identity import ProcessIdentity, ProcessResolver
 from sockscope.collector.lifecycle import LifecycleTracker
@@ -67,7 +75,7 @@ class BpfSource(Source):
         self.names = NameCache()
         self.resolved = ResolvedMonitor() if self.collector.options.dns else None
         self.ptr = PtrNames() if self.collector.options.ptr else None
-        self._templates = Templates(SOCK_FALLBACK, namer=self._name)
+        self._templates = Templates(SOCK_FALLBACK, namer=self._name, tcp_ttl=TEMPLATE_TTL_TCP)
         self._totals: dict[str, int] = {}  # user-space counters as last reported (see _delta)
 
     @property
@@ -152,6 +160,11 @@ class BpfSource(Source):
         if self.resolved is not None:
             self.names.learn_resolved(OWN_NETNS, self.resolved.drain())
         self._now = time.monotonic()
+        fresh = self.names.take_fresh()  # peers whose name changed: their connections show it now
+        if self.ptr is not None:
+            more = self.ptr.take_fresh()
+            fresh = None if fresh is None or more is None else fresh | more
+        self._templates.rename(fresh, self._now)
         for e in events:  # its state changed: read its facts afresh
             known = self._socks.get(e.cookie)
             if known is not None:

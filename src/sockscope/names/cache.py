@@ -14,6 +14,7 @@ from sockscope.collector.aggregate import IPPROTO_TCP
 from sockscope.collector.model import DnsCapture
 from sockscope.lru import LruDict
 from sockscope.names.dns import Resolved, TcpStreams, parse_answer
+from sockscope.names.fresh import FreshAddresses
 
 MAX_NAMES = 8192  # per kind of record (per process, per namespace)
 PARENT_HOPS = 3  # how far up the parents a lookup done before fork() is looked for
@@ -41,6 +42,7 @@ class NameCache:
         self._ns: LruDict[tuple[int, bytes], tuple[Resolved, int, str]] = LruDict(limit)
         self._tcp = TcpStreams()
         self.stats = NameStats()
+        self._fresh = FreshAddresses()  # addresses whose name changed: see take_fresh
         # With live events on, answers are learned in their thread while intervals look names up.
         self._lock = threading.Lock()
 
@@ -68,8 +70,17 @@ class NameCache:
             return
         before = self._proc.evicted + self._ns.evicted
         for r in resolved:
-            self._proc[(cap.netns, r.addr, cap.tgid)] = r
-            self._ns[(cap.netns, r.addr)] = (r, cap.tgid, "namespace")
+            key, ns_key = (cap.netns, r.addr, cap.tgid), (cap.netns, r.addr)
+            old, old_ns = self._proc.get(key), self._ns.get(ns_key)
+            if (
+                old is None
+                or (old.name, old.chain) != (r.name, r.chain)
+                or old_ns is None
+                or (old_ns[0].name, old_ns[0].chain, old_ns[2]) != (r.name, r.chain, "namespace")
+            ):
+                self._fresh.add(r.addr)  # the same answer again (most of them) changes no name
+            self._proc[key] = r
+            self._ns[ns_key] = (r, cap.tgid, "namespace")
         self.stats.evicted += self._proc.evicted + self._ns.evicted - before
 
     def lookup(
@@ -104,5 +115,13 @@ class NameCache:
         with self._lock:
             before = self._ns.evicted
             for r in resolved:
+                old = self._ns.get((netns, r.addr))
+                if old is None or (old[0].name, old[0].chain, old[2]) != (r.name, r.chain, "resolved"):
+                    self._fresh.add(r.addr)
                 self._ns[(netns, r.addr)] = (r, 0, "resolved")
             self.stats.evicted += self._ns.evicted - before
+
+    def take_fresh(self) -> set[bytes] | None:
+        """Addresses whose name may have changed since the last call (None: any of them)."""
+        with self._lock:
+            return self._fresh.take()

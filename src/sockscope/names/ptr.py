@@ -16,6 +16,7 @@ import dns.reversename
 
 from sockscope.collector.addresses import addr_text
 from sockscope.lru import LruDict
+from sockscope.names.fresh import FreshAddresses
 
 CACHE = 4096  # addresses, with their name or None (no answer)
 QUEUE = 256  # lookups waiting
@@ -40,6 +41,7 @@ class PtrNames:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.dropped = 0  # lookups not made: the queue was full
+        self._fresh = FreshAddresses()
 
     def name(self, addr: bytes) -> str | None:
         """The name if known by now; else None, and a lookup is queued (once)."""
@@ -65,6 +67,13 @@ class PtrNames:
             with self._lock:
                 self._cache[addr] = found
                 self._pending.discard(addr)
+                if found is not None:
+                    self._fresh.add(addr)
+
+    def take_fresh(self) -> set[bytes] | None:
+        """Addresses that got a name since the last call (None: any of them)."""
+        with self._lock:
+            return self._fresh.take()
 
     def close(self) -> None:
         if self._thread is not None:
