@@ -547,7 +547,7 @@ static __always_inline __u32 ss_hot_kind(__u16 family, __u16 protocol)
  * receive, io_uring. ss_rxseq holds where the count stopped. Each advance is claimed once,
  * by compare-and-swap, by whichever comes first: the reader's own receive hook (in its
  * context: that call's bytes and whatever was read since without one), the iterator user
- * space runs before each read (ss_iter_rxseq: the splice() reads of a socket that makes no
+ * space runs before a read (ss_iter_rxseq: the splice() reads of a socket that makes no
  * receive call), the socket's end (tcp_destroy_sock), and in the kprobe group, whose
  * returns cannot reach socket storage, tcp_rcv_space_adjust. */
 struct ss_rxseq {

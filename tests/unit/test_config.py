@@ -21,9 +21,9 @@ from sockscope.config import (
     UdpConfig,
     dump_defaults,
     load,
-    locate_key,
     parse_duration,
 )
+from sockscope.tomlkeys import locate_key
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "config"
 DAY = 86400.0

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sockscope.config import Config, ConfigError, EventsConfig, dump_defaults, load, locate_key
+from sockscope.config import Config, ConfigError, EventsConfig, dump_defaults, load
 from sockscope.events.rules import RuleSpec, parse_rules
 from sockscope.events.sinks import ExecOptions, ExecSink, LogOptions, LogSink, NftablesOptions, NftSet
+from sockscope.tomlkeys import locate_key
 
 GOOD = """\
 [events]

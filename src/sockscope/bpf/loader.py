@@ -31,7 +31,7 @@ FUNCS = SEND_FUNCS + RECV_FUNCS
 # Functions a kernel may lack without losing anything it can do (see above).
 OPTIONAL_FUNCS = frozenset({"inet_sendpage", "packet_sendmsg", "packet_recvmsg"})
 # TCP receives are counted as advances of copied_seq (exact for splice() too; see ss_rxseq in
-# sockscope.bpf.c): claimed by the receive hook itself, by ITER before each read and by DESTROY at
+# sockscope.bpf.c): claimed by the receive hook itself, by ITER before reads and by DESTROY at
 # a socket's end; the kprobe group, whose returns cannot reach socket storage, claims at RCVSPACE.
 RCVSPACE = "ss_tp_rcvspace"
 DESTROY = "ss_tp_destroy"
@@ -221,7 +221,7 @@ class Collector(Reads):
         self._dns_events: libbpf.RingBuffer | None = None
         self._absent: dict[str, str] | None = None
         self._kretprobes: Kretprobes | None = None  # the kprobe group's returns (see kretprobes.py)
-        self.splice: SpliceClaims | None = None  # ITER, run before each read
+        self.splice: SpliceClaims | None = None  # ITER, run before reads (bpf/splice.py)
         self._maps: dict[str, libbpf.Map] = {}
         self._prev_missed = 0
 

@@ -1,9 +1,9 @@
-"""Claims of TCP bytes read without a receive call, run before each read.
+"""Claims of TCP bytes read without a receive call, run before reads.
 
 TCP receives are counted as advances of copied_seq (see ss_rxseq in sockscope.bpf.c). A
 receive call claims what it read itself; what splice(), zero-copy or io_uring splice read
 on a socket that makes no more receive calls is claimed by the iterator ss_iter_rxseq,
-which user space runs before each read, and at the socket's end. The kernel's TCP iterator
+which user space runs before reads (below), and at the socket's end. The kernel's TCP iterator
 walks the sockets of the network namespace it is opened in: it is opened in sockscope's
 own, and in each other namespace where processes moved bytes lately, from a thread that
 joins it (setns) for that.

@@ -6,7 +6,7 @@
     action = "nftables"                        # a key of sinks.SINKS; the other keys are its options
 
 Errors are ConfigErrors naming the file, the line and `rule[N].KEY` (N counts [[rule]] tables from 1; the
-configuration's locate_key finds that name), like every other key of the file.
+locate_key (sockscope.tomlkeys) finds that name), like every other key of the file.
 """
 
 from __future__ import annotations
