@@ -108,3 +108,14 @@ def test_a_newly_noted_namespace_is_walked_at_the_next_read_even_while_its_own_i
     clock.now += 1
     claims.run()
     assert (link.runs, joined) == (1, [777])
+
+
+def test_the_schedule_forgets_namespaces_no_longer_walked(monkeypatch) -> None:
+    monkeypatch.setattr(splice, "MAX_NETNS", 2)
+    link = FakeIterLink()
+    claims = SpliceClaims(link, clock=Clock())  # type: ignore[arg-type]
+    claims._run_in = lambda netns, pid: b""  # type: ignore[method-assign]
+    for ns in range(100, 110):  # namespaces come and go (containers): the LRU keeps two
+        claims.note(ns, 1)
+        claims.run()
+    assert set(claims.schedule._due) == {claims.own, 108, 109}
