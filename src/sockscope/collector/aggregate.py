@@ -59,6 +59,11 @@ INIT_REMOTE = 2  # SS_INIT_REMOTE: the peer connected to us
 INITIATORS = {1: "local", INIT_REMOTE: "remote"}
 
 
+def is_tcp(facts: SockFacts | None) -> bool:
+    """A TCP socket's facts (a packet socket's protocol field is an ethertype: 6 is not TCP there)."""
+    return facts is not None and facts.protocol == IPPROTO_TCP and facts.family != AF_PACKET
+
+
 def proto_name(facts: SockFacts) -> str:
     if facts.family == AF_PACKET:
         return "packet"
@@ -211,8 +216,8 @@ class Templates:
             if named is not None:
                 conn.name, conn.cname, conn.name_source = named
             fields = tuple(getattr(conn, f) for f in _CONN_FIELDS)
-        tcp = facts is not None and facts.protocol == IPPROTO_TCP and facts.family != AF_PACKET
-        made = self.made[raw] = (due(now, self.tcp_ttl if tcp else self.ttl, cookie), key, fields, facts, named, now)
+        ttl = self.tcp_ttl if is_tcp(facts) else self.ttl
+        made = self.made[raw] = (due(now, ttl, cookie), key, fields, facts, named, now)
         return made
 
 

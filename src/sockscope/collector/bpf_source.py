@@ -11,13 +11,12 @@ from typing import Any
 
 from sockscope.bpf.loader import Collector, CollectorOptions, HookStatus, cgroup2_root
 from sockscope.collector.aggregate import (
-    AF_PACKET,
-    IPPROTO_TCP,
     TEMPLATE_TTL_TCP,
     Named,
     Templates,
     build_processes,
     due,
+    is_tcp,
 )
 from sockscope.collector.cgroups import CgroupPaths
 from sockscope.collector.identity import ProcessIdentity, ProcessResolver
@@ -109,8 +108,7 @@ class BpfSource(Source):
         facts = self.collector.sock_facts(cookie)
         if known is not None and (facts is None or facts == known[1]):
             facts = known[1]  # unchanged (the same object keeps its templates), or evicted: its last facts
-        tcp = facts is not None and facts.protocol == IPPROTO_TCP and facts.family != AF_PACKET
-        period = TCP_FACTS_REFRESH if tcp else FACTS_REFRESH
+        period = TCP_FACTS_REFRESH if is_tcp(facts) else FACTS_REFRESH
         self._socks[cookie] = (due(self._now, period, cookie), facts)
         return facts
 
