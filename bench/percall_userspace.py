@@ -45,17 +45,8 @@ def collector_alone(
     """CPU % of one core of the collector alone over `window`, the generator's connections it saw
     per interval, the events it dropped, and seconds from spawn to counting."""
     spawned = time.monotonic()
-    proc = children.spawn(
-        [sys.executable, "-m", "bench.collector_loop", "--interval", "1", *args],  # top's extra arguments
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-    assert proc.stdout is not None
-    threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
+    # top's extra arguments
+    proc, lines = _spawn_lines(children, [sys.executable, "-m", "bench.collector_loop", "--interval", "1", *args])
     try:
         first = lines.get(timeout=MONITOR_START_TIMEOUT)
         startup = time.monotonic() - spawned
@@ -97,20 +88,25 @@ def _reader(stream: IO[str], out: queue.Queue[str | None]) -> None:
     out.put(None)
 
 
+def _spawn_lines(children: Children, argv: Sequence[str]) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
+    """A child of the bench (run from the repository) whose stdout lines arrive in a queue, None at
+    its end; its stderr is kept for the error message."""
+    proc = children.spawn(
+        argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    assert proc.stdout is not None
+    threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
+    return proc, lines
+
+
 def collector_cpu(
     children: Children, sockscope: Path, workdir: Path, args: Sequence[str], conns: int, window: float
 ) -> UserSpace:
     settle = 3.0
-    gen = children.spawn(
-        [sys.executable, str(CONNS_SCRIPT), "--conns", str(conns), "--seconds", str(window + 120)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    gen, lines = _spawn_lines(
+        children, [sys.executable, str(CONNS_SCRIPT), "--conns", str(conns), "--seconds", str(window + 120)]
     )
-    lines: queue.Queue[str | None] = queue.Queue()
-    assert gen.stdout is not None
-    threading.Thread(target=_reader, args=(gen.stdout, lines), daemon=True).start()
     mon: Monitor | None = None
     try:
         deadline = time.monotonic() + 120
