@@ -84,7 +84,7 @@ class SpliceClaims:
 
     def run(self) -> None:
         now = self._clock()
-        self.schedule.keep({self.own, *self.others})  # the LRU's evictions too
+        self.schedule.keep({self.own, *self.others})  # those dropped below or evicted by the LRU
         if self.schedule.due(self.own, now):
             self._walked(self.own, now, libbpf.read_iter(self.link.open_iter()))
         for netns, pid in list(self.others.items()):
@@ -93,7 +93,6 @@ class SpliceClaims:
             printed = self._run_in(netns, pid)
             if printed is None:
                 del self.others[netns]  # gone, or moved: noted again when it moves bytes
-                self.schedule.forget(netns)
             else:
                 self._walked(netns, now, printed)
 
