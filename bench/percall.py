@@ -91,7 +91,7 @@ from bench.percall_report import (  # noqa: E402
     stats_table,
     userspace_lines,
 )
-from bench.percall_toggle import CONFIGS, measure_toggled, switches, toggled_table  # noqa: E402
+from bench.percall_toggle import CONFIGS, COUNTER, measure_toggled, switches, toggled_table  # noqa: E402
 from bench.percall_userspace import collector_cpu  # noqa: E402
 
 DEFAULT_SOCKSCOPE = REPO_ROOT / ".venv" / "bin" / "sockscope"
@@ -239,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setups = [Setup("none", "none"), Setup("floor", "floor", FLOOR_SEND_RECV)]
     if not a.no_floor3:
         setups.append(Setup("floor+3", "floor", FLOOR_ALL))
+    # The minimal counter beside the floor: its bodies in bpf_stats are the scale for sockscope's.
+    setups.append(Setup("counter", "floor", COUNTER))
     setups += a.variant or [parse_variant(v) for v in DEFAULT_VARIANTS]
     workdir = Path(tempfile.mkdtemp(prefix="sockscope-percall-"))
     children, run, floor = Children(), Run(), None

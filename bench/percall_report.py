@@ -181,11 +181,12 @@ def header(argv: Sequence[str], a: argparse.Namespace, setups: Sequence[Setup], 
         "- the bench and sockscope are pinned to the other CPUs while the ping-pong runs",
     ]
     for st in setups[1:]:
-        what = (
-            f"empty tp_btf programs {', '.join(st.programs)}"
-            if st.kind == "floor"
-            else f"`{shlex.join(['sockscope', 'top', '--json', '--interval', '1', *st.args])}`"
-        )
+        if st.kind != "floor":
+            what = f"`{shlex.join(['sockscope', 'top', '--json', '--interval', '1', *st.args])}`"
+        elif all(p.startswith("count_") for p in st.programs):
+            what = f"the minimal counter of bench/floor.bpf.c, {', '.join(st.programs)}"
+        else:
+            what = f"empty tp_btf programs {', '.join(st.programs)}"
         lines.append(f"- {st.name}: {what}")
     if len(set(run.code)) > 1:
         lines.append(f"- **WARNING: the code changed during the run**; at the end: {run.code[-1]}")

@@ -62,22 +62,20 @@ struct ss_dns_event *ss_dns_event_btf __attribute__((unused));
  * (a ring buffer map has no value type to carry it). */
 struct ss_event *ss_event_btf __attribute__((unused));
 
-struct ss_hot_map {
+/* The hot slots, two sets of SS_HOT_SLOTS: programs count into set ss_hot_set while user space
+ * reads and zeroes the other. One array addressed directly, not a map-in-map like ss_flows: the
+ * fast path then does one inlined array lookup, not two dependent ones. User space flips
+ * ss_hot_set before it swaps ss_flows, whose update waits for every running program, so no
+ * program still counts into the set it then reads. */
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, SS_HOT_SLOTS);
+	__uint(max_entries, 2 * SS_HOT_SLOTS);
 	__type(key, __u32);
 	__type(value, struct ss_hot);
-} ss_hot_a SEC(".maps"), ss_hot_b SEC(".maps");
+} ss_hot SEC(".maps");
 
-/* Swapped together with ss_flows (first ss_flows, then this). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__array(values, struct ss_hot_map);
-} ss_hots SEC(".maps") = {
-	.values = { [0] = &ss_hot_a },
-};
+/* In a section of its own, so user space writes it whole without touching other globals. */
+__u32 ss_hot_set SEC(".data.hotset") = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -402,10 +400,9 @@ static __always_inline __u32 ss_hot_slot(__u64 cookie, __u32 tgid)
 /* The slot of (cookie, tgid) on this CPU, in the set programs count into now (NULL: none). */
 static __always_inline struct ss_hot *ss_hot_of(__u64 cookie, __u32 tgid)
 {
-	__u32 zero = 0, slot = ss_hot_slot(cookie, tgid);
-	void *hots = bpf_map_lookup_elem(&ss_hots, &zero);
+	__u32 idx = ((ss_hot_set & 1) * SS_HOT_SLOTS) | ss_hot_slot(cookie, tgid);
 
-	return hots ? bpf_map_lookup_elem(hots, &slot) : NULL;
+	return bpf_map_lookup_elem(&ss_hot, &idx);
 }
 
 static __always_inline int ss_hot_holds(struct ss_hot *hot, __u64 cookie, __u32 tgid)
@@ -544,17 +541,34 @@ static __always_inline __u32 ss_hot_kind(__u16 family, __u16 protocol)
 
 /* TCP receives are counted as advances of copied_seq, which every way of reading moves:
  * recvmsg, splice() (tcp_read_sock, which sock_recv_length does not see), zero-copy
- * receive, io_uring. ss_rxseq holds where the count stopped. Each advance is claimed once,
+ * receive, io_uring. A struct ss_rxclaim holds where the count stopped (in the socket's slot
+ * of ss_claims, else in its storage, ss_rxseq). Each advance is claimed once,
  * by compare-and-swap, by whichever comes first: the reader's own receive hook (in its
  * context: that call's bytes and whatever was read since without one), the iterator user
  * space runs before a read (ss_iter_rxseq: the splice() reads of a socket that makes no
  * receive call), the socket's end (tcp_destroy_sock), and in the kprobe group, whose
  * returns cannot reach socket storage, tcp_rcv_space_adjust. */
-struct ss_rxseq {
-	__u32 copied_seq;
+
+/* Where a socket's reads were claimed up to: the sequence number and a tag (the low half of the
+ * socket's cookie) in one 64-bit word, compared and swapped as one, so a claim on a slot of
+ * ss_claims that changed hands in between fails instead of moving another socket's count. */
+union ss_seqtag {
+	struct {
+		__u32 seq;
+		__u32 tag;
+	};
+	__u64 word;
+};
+
+struct ss_rxclaim {
+	union ss_seqtag at;
 	__u32 tgid;     /* the last process that read it by a call: who the other claims count for */
 	__u16 fin_seen; /* the FIN's sequence number was taken off once */
-	__u16 valid;    /* copied_seq is set (storage is created zeroed) */
+	__u16 valid;    /* at.seq is set (storage and slots start zeroed) */
+};
+
+struct ss_rxseq {
+	struct ss_rxclaim c; /* used only when the socket holds no slot of ss_claims */
 	/* Live totals at the end (ss_tp_end): the counters as the connection reached ESTABLISHED.
 	 * bytes_acked and bytes_received are 64-bit; the 32-bit sequence differences beside them
 	 * are what was queued but not yet acked, or received but not yet read. */
@@ -581,6 +595,93 @@ struct {
 	__type(value, struct ss_rxseq);
 } ss_rxseq SEC(".maps");
 
+/* The claim state of TCP sockets, direct-mapped by cookie: a receive finds its socket's state
+ * with an inlined array lookup, not a helper call (bpf_sk_storage_get costs as much as the rest
+ * of the program on machines whose returns are mitigated). A slot is taken when a socket is
+ * first claimed for (ESTABLISHED, or its first read) and given back at its end; a socket whose
+ * slot is held by another keeps its state in its storage (ss_rxseq.c) for its whole life.
+ * User space sizes the map (a power of two) and sets ss_cfg.claim_mask to match. */
+#define SS_CLAIM_SLOTS (1 << 16)
+
+struct ss_claim_slot {
+	__u64 cookie; /* the holder; 0: free */
+	struct ss_rxclaim c;
+	__u64 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SS_CLAIM_SLOTS);
+	__type(key, __u32);
+	__type(value, struct ss_claim_slot);
+} ss_claims SEC(".maps");
+
+static __always_inline struct ss_claim_slot *ss_claim_slot(__u64 cookie)
+{
+	__u32 idx = cookie & ss_cfg.claim_mask;
+
+	return bpf_map_lookup_elem(&ss_claims, &idx);
+}
+
+/* A socket's claim state: its slot if it holds one, else its storage's (st may be NULL). */
+static __always_inline struct ss_rxclaim *ss_claim_find(__u64 cookie, struct ss_rxseq *st)
+{
+	struct ss_claim_slot *s = ss_claim_slot(cookie);
+
+	if (s && s->cookie == cookie)
+		return &s->c;
+	return st ? &st->c : NULL;
+}
+
+/* Start claiming at seq: in the socket's slot, taken now if free, unless its storage's state is
+ * in use already (a socket never moves its state). NULL: neither could be had. */
+static __always_inline struct ss_rxclaim *ss_claim_begin(__u64 cookie, struct ss_rxseq *st, __u32 seq)
+{
+	struct ss_claim_slot *s = ss_claim_slot(cookie);
+	struct ss_rxclaim *c = NULL;
+	union ss_seqtag at;
+
+	if (s && (s->cookie == cookie ||
+		  ((!st || !st->c.valid) && __sync_val_compare_and_swap(&s->cookie, 0, cookie) == 0)))
+		c = &s->c;
+	else if (st)
+		c = &st->c;
+	if (c) {
+		at.seq = seq;
+		at.tag = cookie;
+		c->at.word = at.word; /* one store: a stale claim's compare-and-swap sees no half of it */
+		c->fin_seen = 0;
+		c->valid = 1;
+	}
+	return c;
+}
+
+/* The socket's end: its slot is free for another (the last reader is kept for ss_tp_end). */
+static __always_inline void ss_claim_end(__u64 cookie, struct ss_rxseq *st)
+{
+	struct ss_claim_slot *s = ss_claim_slot(cookie);
+
+	if (!s || s->cookie != cookie)
+		return;
+	if (st)
+		st->c.tgid = s->c.tgid;
+	s->c.valid = 0;
+	__sync_val_compare_and_swap(&s->cookie, cookie, 0);
+}
+
+/* The kernel's tcp_sock of a TCP socket. cast: by bpf_rdonly_cast, which the verifier turns into
+ * a move (kernels >= 6.2: the tracepoint group's, whose programs alone use it), else by the
+ * bpf_skc_to_tcp_sock helper. The kfunc is weak: an object whose programs that call it are not
+ * loaded still loads where it is missing. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+static __always_inline struct tcp_sock *ss_tcp_sock(struct sock *sk, int cast)
+{
+	if (cast)
+		return bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+	return bpf_skc_to_tcp_sock(sk);
+}
+
 static __always_inline struct ss_rxseq *ss_rxseq_start(struct sock *sk)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
@@ -589,10 +690,9 @@ static __always_inline struct ss_rxseq *ss_rxseq_start(struct sock *sk)
 	if (!tp)
 		return NULL;
 	st = bpf_sk_storage_get(&ss_rxseq, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (ss_cfg.tcp_rx_by_seq)
+		ss_claim_begin(ss_cookie(sk), st, tp->copied_seq);
 	if (st) {
-		st->copied_seq = tp->copied_seq;
-		st->fin_seen = 0;
-		st->valid = 1;
 		st->acked0 = tp->bytes_acked;
 		st->received0 = tp->bytes_received;
 		st->unacked0 = tp->write_seq - tp->snd_una;
@@ -606,20 +706,24 @@ static __always_inline struct ss_rxseq *ss_rxseq_start(struct sock *sk)
 
 /* The bytes read since the last claim; 0 when another claimant took them first (a claim
  * that loses the race leaves the rest to the next one: nothing is counted twice or lost). */
-static __always_inline __u32 ss_claim(struct sock *sk, struct tcp_sock *tp, struct ss_rxseq *st)
+static __always_inline __u32 ss_claim(struct sock *sk, struct tcp_sock *tp, struct ss_rxclaim *c)
 {
-	__u32 old = st->copied_seq, seq = tp->copied_seq;
-	__u32 delta = seq - old; /* u32: sequence wrap is fine */
+	union ss_seqtag cur, next;
+	__u32 seq = tp->copied_seq, delta;
 
+	cur.word = c->at.word;
+	delta = seq - cur.seq; /* u32: sequence wrap is fine */
 	if (delta == 0 || delta > (1U << 30))
 		return 0;
-	if (__sync_val_compare_and_swap(&st->copied_seq, old, seq) != old)
+	next.word = cur.word;
+	next.seq = seq;
+	if (__sync_val_compare_and_swap(&c->at.word, cur.word, next.word) != cur.word)
 		return 0;
 	/* A consumed FIN advances copied_seq by one (tcp_recvmsg and tcp_read_sock alike): once
 	 * the peer's FIN is in (SOCK_DONE) and all is consumed, one of those numbers was no byte. */
-	if (!st->fin_seen && seq == tp->rcv_nxt &&
+	if (!c->fin_seen && seq == tp->rcv_nxt &&
 	    (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))) {
-		st->fin_seen = 1;
+		c->fin_seen = 1;
 		delta--;
 	}
 	return delta;
@@ -643,20 +747,18 @@ static __always_inline void ss_count_for(struct sock *sk, __u64 cookie, __u32 tg
 
 /* Claim what was read without a receive call, for the last process that read by one, else
  * the one that opened it (0, unattributed, when neither is known). Returns the bytes claimed. */
-static __always_inline __u32 ss_claim_rest(struct sock *sk, struct ss_rxseq *st)
+static __always_inline __u32 ss_claim_rest(struct sock *sk, __u64 cookie, struct ss_rxclaim *c)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct ss_sock_info *si;
 	__u32 bytes, tgid;
-	__u64 cookie;
 
-	if (!tp || !st->valid)
+	if (!tp || !c->valid)
 		return 0;
-	bytes = ss_claim(sk, tp, st);
+	bytes = ss_claim(sk, tp, c);
 	if (!bytes)
 		return 0;
-	cookie = ss_cookie(sk);
-	tgid = st->tgid;
+	tgid = c->tgid;
 	if (!tgid) {
 		si = bpf_map_lookup_elem(&ss_socks, &cookie);
 		if (si)
@@ -666,25 +768,44 @@ static __always_inline __u32 ss_claim_rest(struct sock *sk, struct ss_rxseq *st)
 	return bytes;
 }
 
-/* A TCP receive's bytes: what it claims of copied_seq. First sight of a socket opened
- * before sockscope (no storage yet): the call's own bytes, and the count starts there. */
-static __always_inline int ss_tcp_rx(struct sock *sk, int ret, __u32 tgid)
+/* A TCP receive whose socket holds no slot yet, or keeps its state in its storage: first sight
+ * of a socket opened before sockscope counts the call's own bytes, and the count starts there. */
+static __noinline int ss_tcp_rx_slow(struct sock *sk, __u64 cookie, int ret, __u32 tgid)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	struct ss_rxclaim *c;
 	struct ss_rxseq *st;
 
 	if (!tp)
 		return ret;
-	st = bpf_sk_storage_get(&ss_rxseq, tp, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
-		return ret;
-	st->tgid = tgid;
-	if (!st->valid) {
-		st->copied_seq = tp->copied_seq;
-		st->valid = 1;
+	st = bpf_sk_storage_get(&ss_rxseq, sk, 0, 0);
+	c = ss_claim_find(cookie, st);
+	if (!c || !c->valid) {
+		if (!st)
+			st = bpf_sk_storage_get(&ss_rxseq, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		c = ss_claim_begin(cookie, st, tp->copied_seq);
+		if (c)
+			c->tgid = tgid;
 		return ret;
 	}
-	return ss_claim(sk, tp, st);
+	c->tgid = tgid;
+	return ss_claim(sk, tp, c);
+}
+
+/* A TCP receive's bytes: what it claims of copied_seq. cast: see ss_tcp_sock. */
+static __always_inline int ss_tcp_rx(struct sock *sk, __u64 cookie, int ret, __u32 tgid, int cast)
+{
+	struct ss_claim_slot *s = ss_claim_slot(cookie);
+	struct tcp_sock *tp;
+
+	if (!s || s->cookie != cookie || !s->c.valid)
+		return ss_tcp_rx_slow(sk, cookie, ret, tgid);
+	tp = ss_tcp_sock(sk, cast);
+	if (!tp)
+		return ret;
+	if (s->c.tgid != tgid)
+		s->c.tgid = tgid;
+	return ss_claim(sk, tp, &s->c);
 }
 
 /* ---- DNS answers, as the process that asked read them ---- */
@@ -827,11 +948,12 @@ static __noinline int ss_recv_slow(struct sock *sk, int ret, int flags, __u64 pi
 		ss_stat_add(SS_STAT_PEEK_SKIPPED, 1);
 		return 0;
 	}
-	if (ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET)
-		ret = ss_tcp_rx(sk, ret, pid_tgid >> 32);
 	__u8 state = sk->__sk_common.skc_state;
 	__u64 cookie = ss_cookie(sk);
 	__u16 peer_port;
+
+	if (ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET)
+		ret = ss_tcp_rx(sk, cookie, ret, pid_tgid >> 32, 0);
 
 	peer_port = ss_count_miss(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, SS_RX, pid_tgid,
 			     ss_hot_kind(family, protocol));
@@ -840,7 +962,8 @@ static __noinline int ss_recv_slow(struct sock *sk, int ret, int flags, __u64 pi
 	return 0;
 }
 
-static __always_inline int ss_on_recv(struct sock *sk, int ret, int flags)
+/* cast: the caller is a tracepoint program (see ss_tcp_sock). */
+static __always_inline int ss_on_recv(struct sock *sk, int ret, int flags, int cast)
 {
 	struct ss_hot *hot;
 	__u64 pid_tgid, cookie;
@@ -857,7 +980,7 @@ static __always_inline int ss_on_recv(struct sock *sk, int ret, int flags)
 	kind = hot->kind;
 	bytes = ret;
 	if (kind == SS_HOT_TCP && ss_cfg.tcp_rx_by_seq)
-		bytes = ss_tcp_rx(sk, ret, pid_tgid >> 32);
+		bytes = ss_tcp_rx(sk, cookie, ret, pid_tgid >> 32, cast);
 	hot->val.rx_bytes += bytes;
 	hot->val.rx_calls += 1;
 	/* Connected: the socket's own peer is the datagram's (ss_is_dns). */
@@ -877,7 +1000,7 @@ int BPF_PROG(ss_tp_send, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(ss_tp_recv, struct sock *sk, int ret, int flags)
 {
-	return ss_on_recv(sk, ret, flags);
+	return ss_on_recv(sk, ret, flags, 1);
 }
 
 /* The kprobe group's TCP receives (see ss_rxseq). */
@@ -885,37 +1008,50 @@ SEC("tp_btf/tcp_rcv_space_adjust")
 int BPF_PROG(ss_tp_rcvspace, struct sock *sk)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	struct ss_rxseq *st;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 bytes, tgid = pid_tgid >> 32;
+	struct ss_rxclaim *c;
+	struct ss_rxseq *st;
+	__u64 cookie;
 
 	if (!tp)
 		return 0;
-	st = bpf_sk_storage_get(&ss_rxseq, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
-		return 0;
-	if (!st->valid) {
+	cookie = ss_cookie(sk);
+	st = bpf_sk_storage_get(&ss_rxseq, sk, 0, 0);
+	c = ss_claim_find(cookie, st);
+	if (!c || !c->valid) {
 		/* Open before sockscope started (or the open was missed): follow it from here on.
 		 * The bytes of the read under way are not known, so not counted. */
-		st->copied_seq = tp->copied_seq;
-		st->valid = 1;
+		if (!st)
+			st = bpf_sk_storage_get(&ss_rxseq, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		c = ss_claim_begin(cookie, st, tp->copied_seq);
+		if (c)
+			c->tgid = tgid;
 		return 0;
 	}
-	st->tgid = tgid;
-	bytes = ss_claim(sk, tp, st);
+	c->tgid = tgid;
+	bytes = ss_claim(sk, tp, c);
 	if (bytes)
-		ss_count(sk, ss_cookie(sk), 0, sk->__sk_common.skc_state, bytes, SS_RX, pid_tgid, SS_HOT_TCP);
+		ss_count(sk, cookie, 0, sk->__sk_common.skc_state, bytes, SS_RX, pid_tgid, SS_HOT_TCP);
 	return 0;
 }
 
-/* The end of a TCP socket: what was read since the last claim (by splice(), say). */
+/* The end of a TCP socket: what was read since the last claim (by splice(), say); its slot
+ * of ss_claims is given back. A socket never given a cookie was never claimed for. */
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(ss_tp_destroy, struct sock *sk)
 {
-	struct ss_rxseq *st = bpf_sk_storage_get(&ss_rxseq, sk, 0, 0);
+	__u64 cookie = sk->__sk_common.skc_cookie.counter;
+	struct ss_rxclaim *c;
+	struct ss_rxseq *st;
 
-	if (st)
-		ss_claim_rest(sk, st);
+	if (!cookie)
+		return 0;
+	st = bpf_sk_storage_get(&ss_rxseq, sk, 0, 0);
+	c = ss_claim_find(cookie, st);
+	if (c)
+		ss_claim_rest(sk, cookie, c);
+	ss_claim_end(cookie, st);
 	return 0;
 }
 
@@ -927,8 +1063,10 @@ SEC("iter/tcp")
 int ss_iter_rxseq(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
+	struct ss_rxclaim *c;
 	struct tcp_sock *tp;
 	struct ss_rxseq *st;
+	__u64 cookie;
 	__u32 bytes;
 
 	if (!skc)
@@ -936,10 +1074,14 @@ int ss_iter_rxseq(struct bpf_iter__tcp *ctx)
 	tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp)
 		return 0; /* a request or time-wait socket: nothing left to read */
+	cookie = tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter;
+	if (!cookie)
+		return 0; /* never claimed for */
 	st = bpf_sk_storage_get(&ss_rxseq, tp, 0, 0);
-	if (!st)
+	c = ss_claim_find(cookie, st);
+	if (!c)
 		return 0;
-	bytes = ss_claim_rest((struct sock *)tp, st);
+	bytes = ss_claim_rest((struct sock *)tp, cookie, c);
 	if (bytes)
 		bpf_seq_write(ctx->meta->seq, &bytes, sizeof(bytes));
 	return 0;
@@ -980,19 +1122,19 @@ int BPF_PROG(ss_fx_inet_sendpage, struct socket *sock, struct page *page, int of
 SEC("fexit/inet_recvmsg")
 int BPF_PROG(ss_fx_inet_recvmsg, struct socket *sock, struct msghdr *msg, size_t size, int flags, int ret)
 {
-	return ss_on_recv(sock->sk, ret, flags);
+	return ss_on_recv(sock->sk, ret, flags, 0);
 }
 
 SEC("fexit/inet6_recvmsg")
 int BPF_PROG(ss_fx_inet6_recvmsg, struct socket *sock, struct msghdr *msg, size_t size, int flags, int ret)
 {
-	return ss_on_recv(sock->sk, ret, flags);
+	return ss_on_recv(sock->sk, ret, flags, 0);
 }
 
 SEC("fexit/packet_recvmsg")
 int BPF_PROG(ss_fx_packet_recvmsg, struct socket *sock, struct msghdr *msg, size_t size, int flags, int ret)
 {
-	return ss_on_recv(sock->sk, ret, flags);
+	return ss_on_recv(sock->sk, ret, flags, 0);
 }
 
 /* Group "kprobe": the same functions; entry stashes the socket and flags, return counts. */
@@ -1117,6 +1259,7 @@ static __always_inline int ss_fin_in(const struct sock *sk)
 static __always_inline void ss_end_emit(struct sock *sk, struct ss_rxseq *st, __u64 tx, __u64 rx)
 {
 	struct ss_event *e = bpf_ringbuf_reserve(&ss_events, sizeof(*e), 0);
+	struct ss_rxclaim *c;
 
 	if (!e) {
 		ss_stat_add(SS_STAT_EVENTS_LOST, 1);
@@ -1128,7 +1271,8 @@ static __always_inline void ss_end_emit(struct sock *sk, struct ss_rxseq *st, __
 	e->type = SS_EV_TCP_END;
 	e->protocol = IPPROTO_TCP;
 	e->initiator = st->initiator;
-	e->tgid = st->tgid ? st->tgid : st->owner;
+	c = ss_claim_find(e->cookie, st);
+	e->tgid = c && c->tgid ? c->tgid : st->owner;
 	e->owner_tgid = st->owner;
 	e->flags = SS_EVF_TOTALS;
 	e->tx_bytes = tx;

@@ -158,10 +158,11 @@ struct ss_stats {
 /* Settings written into .rodata by the loader before load. */
 struct ss_config {
 	__u32 capture_args;   /* copy argv into ss_proc_info */
-	__u32 tcp_rx_by_seq;  /* TCP receives counted from copied_seq at tcp_rcv_space_adjust (sees
-			       * splice()); else by sock_recv_length alone (cheaper, blind to splice) */
+	__u32 tcp_rx_by_seq;  /* TCP receives counted as advances of copied_seq (sees splice());
+			       * else by the receive calls' return values (cheaper, blind to splice) */
 	__u32 dns;            /* capture what sockets talking to port 53 receive (ss_dns) */
 	__u32 live;           /* emit the live events (listen, end, UDP start) besides open/close */
+	__u32 claim_mask;     /* slots of ss_claims - 1 (a power of two; user space sizes the map) */
 };
 
 /* DNS answers as the receiving process read them: what a receive call on a UDP or TCP socket

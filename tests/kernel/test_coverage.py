@@ -7,6 +7,7 @@ otherwise; every figure is compared with the generator's own count, exactly.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import resource
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +210,54 @@ def test_splice_download(source: BpfSource, netns: Netns) -> None:
     assert c_done["rx"] == 6_000_013
     assert_counts(tally, cli, c_done)
     assert_counts(tally, srv, s_done)
+
+
+def so_cookie(sock: socket.socket) -> int:
+    return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, 57, 8), sys.byteorder)  # 57: SO_COOKIE
+
+
+@pytest.fixture
+def one_claim_slot() -> Iterator[BpfSource]:
+    src = BpfSource(options(claim_slots=1))
+    src.start()
+    try:
+        yield src
+    finally:
+        src.close()
+
+
+@pytest.mark.parametrize("how", ["recv", "splice"])
+def test_tcp_reads_stay_exact_when_sockets_share_one_claim_slot(
+    one_claim_slot: BpfSource, netns: Netns, how: str
+) -> None:
+    # With one slot of ss_claims every TCP socket maps to it. While a connection of the test's
+    # own holds it, both ends of the measured one keep how far their reads were counted in their
+    # socket storage; after it ends, one of their ends takes the slot and each gives it back.
+    def measured() -> None:
+        tally, cli, srv, c_done, s_done = tcp(
+            one_claim_slot, netns, reply=2_000_003, client=("--send", "1000003", "--duplex", "--recv-how", how),
+            server=("--duplex",),
+        )  # fmt: skip
+        assert (c_done["tx"], c_done["rx"], s_done["rx"]) == (1_000_003, 2_000_003, 1_000_003)
+        assert_counts(tally, cli, c_done)
+        assert_counts(tally, srv, s_done)
+
+    def holder() -> int:
+        claims = one_claim_slot.collector.obj.map("ss_claims")
+        raw = ctypes.create_string_buffer(claims.value_size)
+        assert claims.lookup_into(ctypes.c_uint32(0), raw)
+        return int.from_bytes(raw.raw[:8], sys.byteorder)  # the holder's cookie, 0: none
+
+    with socket.create_server(("127.0.0.1", 0)) as ls, socket.create_connection(ls.getsockname()) as c:
+        s, _ = ls.accept()
+        with s:
+            c.sendall(b"x")
+            assert s.recv(1) == b"x"
+            assert holder() in (so_cookie(c), so_cookie(s))
+            measured()
+    for _ in range(2):
+        measured()
+    assert holder() == 0
 
 
 def test_splice_reader_in_another_namespace_is_counted_while_its_socket_stays_open(

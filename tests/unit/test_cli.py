@@ -192,3 +192,12 @@ def test_report_csv_to_a_terminal_escapes_control_characters(tmp_path) -> None:
     assert "\\x1b]0;PWN\\x07\\x1b[2J\\x0d" in term.getvalue()
     assert not any(c in term.getvalue() for c in "\x1b\x07\r")
     assert hostile in file.getvalue()  # to a file: verbatim (formula-guarded), for the program that reads it
+
+
+@pytest.mark.parametrize("n", [0, 3, 65535, -4])
+def test_claim_slots_must_be_a_power_of_two(n: int) -> None:
+    # ss_claims is indexed by cookie & (slots - 1): any other size would leave slots unused or
+    # index past the map.
+    with pytest.raises(ValueError, match="power of two"):
+        CollectorOptions(claim_slots=n)
+    assert CollectorOptions(claim_slots=1).claim_slots == 1

@@ -53,7 +53,7 @@ class EventFlags(IntFlag):
 
 SS_STAT_MAX = 8
 SS_DNS_MAX = 2048
-HOT_SLOTS = 64  # SS_HOT_SLOTS: slots per CPU of the hot-key cache (ss_hot_a, ss_hot_b)
+HOT_SLOTS = 64  # SS_HOT_SLOTS: slots per CPU in each of the two sets of the hot-key cache (ss_hot)
 
 
 class FlowKey(ctypes.Structure):
@@ -159,6 +159,7 @@ class Config(ctypes.Structure):
         ("tcp_rx_by_seq", c_uint32),
         ("dns", c_uint32),
         ("live", c_uint32),
+        ("claim_mask", c_uint32),
     ]
 
 

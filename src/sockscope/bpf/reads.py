@@ -7,7 +7,6 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from operator import add
@@ -172,42 +171,32 @@ class Reads:
             # TCP bytes read without a receive call (splice) go into the active map, read below.
             self.splice.run()
 
-        errors: list[libbpf.LibbpfError] = []
-
-        def swap(outer: str, inner: str) -> None:
-            try:
-                self._map(outer).update(ctypes.c_uint32(0), ctypes.c_int32(self._map(inner).fd))
-            except libbpf.LibbpfError as exc:
-                errors.append(exc)
-
-        # Each swap waits for an RCU grace period (tens of ms here); run both at once so
-        # the waits overlap. Any order is safe: a program that sees one old and one new
-        # map moves counts between them, and both old maps are read only after both swaps.
-        other = threading.Thread(target=swap, args=("ss_hots", ("ss_hot_a", "ss_hot_b")[idle]))
-        other.start()
-        try:
-            swap("ss_flows", ("ss_flows_a", "ss_flows_b")[idle])
-        finally:
-            other.join()
-        if errors:
-            raise errors[0]
+        # The hot set first: the swap of ss_flows then waits for every running program (an RCU
+        # grace period), those that still count into the hot set read below included. A program
+        # that sees the new hot set and the old flows, or the reverse, moves counts between two
+        # maps that are both read only after that wait.
+        self._map(".data.hotset").update(ctypes.c_uint32(0), ctypes.c_uint32(idle))
+        self._map("ss_flows").update(
+            ctypes.c_uint32(0), ctypes.c_int32(self._map(("ss_flows_a", "ss_flows_b")[idle]).fd)
+        )
         now = time.monotonic()
         value_len = ((ctypes.sizeof(abi.FlowVal) + 7) // 8 * 8) * self._ncpu
         keys, values, count = self._map(("ss_flows_a", "ss_flows_b")[self._active]).drain(value_len)
         flows = _decode_flows(keys, values, count, self._ncpu)
-        flows.extend(self._drain_hot(self._map(("ss_hot_a", "ss_hot_b")[self._active])))
+        flows.extend(self._drain_hot(self._active * abi.HOT_SLOTS))
         self._active = idle
         elapsed = now - self._last_read
         self._last_read = now
         return elapsed, flows, self._stats_delta()
 
-    def _drain_hot(self, hot_map: libbpf.Map) -> list[RawFlow]:
-        """What each CPU's hot slots gathered; then zero them for their next turn."""
+    def _drain_hot(self, first: int) -> list[RawFlow]:
+        """What each CPU's hot slots of the set from `first` gathered; then zero them for their next turn."""
+        hot_map = self._map("ss_hot")
         size = ctypes.sizeof(abi.Hot)  # a multiple of 8, as per-CPU values are laid out
         buf = ctypes.create_string_buffer(size * self._ncpu)
         zeros = ctypes.create_string_buffer(size * self._ncpu)
         out = []
-        for slot in range(abi.HOT_SLOTS):
+        for slot in range(first, first + abi.HOT_SLOTS):
             if not hot_map.lookup_into(ctypes.c_uint32(slot), buf) or buf.raw == zeros.raw:
                 continue  # an unused slot: nothing to read or zero
             for cpu in range(self._ncpu):
