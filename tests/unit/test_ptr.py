@@ -24,15 +24,18 @@ def wait_for(cond: Callable[[], bool], seconds: float = 5.0) -> None:
 
 def test_a_name_comes_in_a_later_read_and_each_address_is_asked_once() -> None:
     asked: list[bytes] = []
+    answer = threading.Event()  # the lookup waits for it: the second read finds it pending, whatever the timing
 
     def resolve(a: bytes) -> str | None:
         asked.append(a)
+        answer.wait(5.0)
         return "host.example"
 
     names = PtrNames(resolve)
     try:
         assert names.name(A) is None  # queued
         assert names.name(A) is None  # still pending: not queued twice
+        answer.set()
         wait_for(lambda: names.name(A) == "host.example")
         assert asked == [A]
     finally:
