@@ -163,8 +163,23 @@ def userspace_lines(run: Run) -> list[str]:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU this ran on: the machine kind is not always the same one, and calls cost differently."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return "n/a"
+
+
+def vulnerability(name: str) -> str:
+    path = Path("/sys/devices/system/cpu/vulnerabilities") / name
+    return path.read_text().strip() if path.exists() else "n/a"
+
+
 def header(argv: Sequence[str], a: argparse.Namespace, setups: Sequence[Setup], run: Run) -> str:
-    spectre = Path("/sys/devices/system/cpu/vulnerabilities/spectre_v2")
     now = datetime.datetime.now(datetime.UTC).astimezone().isoformat(timespec="seconds")
     lines = [
         "# sockscope per-call cost against the floor",
@@ -172,7 +187,9 @@ def header(argv: Sequence[str], a: argparse.Namespace, setups: Sequence[Setup], 
         f"- command: `{shlex.join([sys.executable, *argv])}`",
         f"- kernel: {platform.release()}; CPUs: {os.cpu_count()}; date: {now}",
         f"- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (anything else running is noise)",
-        f"- spectre_v2: {spectre.read_text().strip() if spectre.exists() else 'n/a'}",
+        f"- CPU: {cpu_model()}; spectre_v2: {vulnerability('spectre_v2')}; "
+        f"spec_rstack_overflow (Safe RET makes every return, so every helper call, dear): "
+        f"{vulnerability('spec_rstack_overflow')}",
         f"- ping-pong: one thread on CPU {a.cpu}, 64-byte write + read per round; {a.pairs} repetitions, "
         "each mode's configurations back to back, order rotated;"
         f" rounds per batch {', '.join(f'{k} {v:,}' for k, v in run.rounds.items())}; {a.repeats} batches "
