@@ -768,28 +768,37 @@ static __always_inline __u32 ss_claim_rest(struct sock *sk, __u64 cookie, struct
 	return bytes;
 }
 
-/* A TCP receive whose socket holds no slot yet, or keeps its state in its storage: first sight
- * of a socket opened before sockscope counts the call's own bytes, and the count starts there. */
-static __noinline int ss_tcp_rx_slow(struct sock *sk, __u64 cookie, int ret, __u32 tgid)
+/* A read by tgid, in its context, off the slot fast path: what it claims of copied_seq. First
+ * sight (no claim state yet: a socket open before sockscope started, or whose open was missed)
+ * starts the count here and returns -1: the caller knows what to count for the read under way. */
+static __always_inline long ss_claim_read(struct sock *sk, struct tcp_sock *tp, __u64 cookie, __u32 tgid)
 {
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	struct ss_rxclaim *c;
-	struct ss_rxseq *st;
+	struct ss_rxseq *st = bpf_sk_storage_get(&ss_rxseq, sk, 0, 0);
+	struct ss_rxclaim *c = ss_claim_find(cookie, st);
 
-	if (!tp)
-		return ret;
-	st = bpf_sk_storage_get(&ss_rxseq, sk, 0, 0);
-	c = ss_claim_find(cookie, st);
 	if (!c || !c->valid) {
 		if (!st)
 			st = bpf_sk_storage_get(&ss_rxseq, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		c = ss_claim_begin(cookie, st, tp->copied_seq);
 		if (c)
 			c->tgid = tgid;
-		return ret;
+		return -1;
 	}
 	c->tgid = tgid;
 	return ss_claim(sk, tp, c);
+}
+
+/* A TCP receive whose socket holds no slot yet, or keeps its state in its storage; on first
+ * sight the call's own bytes are counted. */
+static __noinline int ss_tcp_rx_slow(struct sock *sk, __u64 cookie, int ret, __u32 tgid)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	long bytes;
+
+	if (!tp)
+		return ret;
+	bytes = ss_claim_read(sk, tp, cookie, tgid);
+	return bytes < 0 ? ret : bytes;
 }
 
 /* A TCP receive's bytes: what it claims of copied_seq. cast: see ss_tcp_sock. */
@@ -1009,29 +1018,15 @@ int BPF_PROG(ss_tp_rcvspace, struct sock *sk)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 bytes, tgid = pid_tgid >> 32;
-	struct ss_rxclaim *c;
-	struct ss_rxseq *st;
 	__u64 cookie;
+	long bytes;
 
 	if (!tp)
 		return 0;
 	cookie = ss_cookie(sk);
-	st = bpf_sk_storage_get(&ss_rxseq, sk, 0, 0);
-	c = ss_claim_find(cookie, st);
-	if (!c || !c->valid) {
-		/* Open before sockscope started (or the open was missed): follow it from here on.
-		 * The bytes of the read under way are not known, so not counted. */
-		if (!st)
-			st = bpf_sk_storage_get(&ss_rxseq, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		c = ss_claim_begin(cookie, st, tp->copied_seq);
-		if (c)
-			c->tgid = tgid;
-		return 0;
-	}
-	c->tgid = tgid;
-	bytes = ss_claim(sk, tp, c);
-	if (bytes)
+	/* First sight: the bytes of the read under way are not known here, so not counted. */
+	bytes = ss_claim_read(sk, tp, cookie, pid_tgid >> 32);
+	if (bytes > 0)
 		ss_count(sk, cookie, 0, sk->__sk_common.skc_state, bytes, SS_RX, pid_tgid, SS_HOT_TCP);
 	return 0;
 }
