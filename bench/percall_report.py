@@ -188,8 +188,8 @@ def header(argv: Sequence[str], a: argparse.Namespace, setups: Sequence[Setup], 
         f"- kernel: {platform.release()}; CPUs: {os.cpu_count()}; date: {now}",
         f"- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (anything else running is noise)",
         f"- CPU: {cpu_model()}; spectre_v2: {vulnerability('spectre_v2')}; "
-        f"spec_rstack_overflow (Safe RET makes every return, so every helper call, dear): "
-        f"{vulnerability('spec_rstack_overflow')}",
+        f"spec_rstack_overflow: {vulnerability('spec_rstack_overflow')} (with Safe RET every return, so every "
+        "BPF helper call, is slow)",
         f"- ping-pong: one thread on CPU {a.cpu}, 64-byte write + read per round; {a.pairs} repetitions, "
         "each mode's configurations back to back, order rotated;"
         f" rounds per batch {', '.join(f'{k} {v:,}' for k, v in run.rounds.items())}; {a.repeats} batches "
