@@ -62,11 +62,11 @@ struct ss_dns_event *ss_dns_event_btf __attribute__((unused));
  * (a ring buffer map has no value type to carry it). */
 struct ss_event *ss_event_btf __attribute__((unused));
 
-/* The hot slots, two sets of SS_HOT_SLOTS: programs count into set ss_hot_set while user space
- * reads and zeroes the other. One array addressed directly, not a map-in-map like ss_flows: the
- * fast path then does one inlined array lookup, not two dependent ones. User space flips
- * ss_hot_set before it swaps ss_flows, whose update waits for every running program, so no
- * program still counts into the set it then reads. */
+/* The hot slots, two sets of SS_HOT_SLOTS: programs count into the set from index ss_hot_base
+ * (0 or SS_HOT_SLOTS) while user space reads and zeroes the other. One array addressed directly,
+ * not a map-in-map like ss_flows: the fast path then does one inlined array lookup, not two
+ * dependent ones. User space sets ss_hot_base before it swaps ss_flows, whose update waits for
+ * every running program, so no program still counts into the set it then reads. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 2 * SS_HOT_SLOTS);
@@ -75,7 +75,7 @@ struct {
 } ss_hot SEC(".maps");
 
 /* In a section of its own, so user space writes it whole without touching other globals. */
-__u32 ss_hot_set SEC(".data.hotset") = 0;
+__u32 ss_hot_base SEC(".data.hotset") = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -400,7 +400,7 @@ static __always_inline __u32 ss_hot_slot(__u64 cookie, __u32 tgid)
 /* The slot of (cookie, tgid) on this CPU, in the set programs count into now (NULL: none). */
 static __always_inline struct ss_hot *ss_hot_of(__u64 cookie, __u32 tgid)
 {
-	__u32 idx = ((ss_hot_set & 1) * SS_HOT_SLOTS) | ss_hot_slot(cookie, tgid);
+	__u32 idx = (ss_hot_base & SS_HOT_SLOTS) | ss_hot_slot(cookie, tgid);
 
 	return bpf_map_lookup_elem(&ss_hot, &idx);
 }
@@ -415,7 +415,7 @@ static __always_inline int ss_hot_holds(struct ss_hot *hot, __u64 cookie, __u32 
  * a datagram peer, and the socket's state. */
 #define SS_ARG_DIR (1ULL << 32)
 #define SS_ARG_UNCONNECTED (1ULL << 33)
-#define SS_ARG_KIND_SHIFT 34 /* 2 bits: enum ss_hot_kind */
+#define SS_ARG_KIND_SHIFT 34 /* 3 bits: enum ss_hot_flag */
 #define SS_ARG_STATE_SHIFT 40
 
 /* The rest of ss_count, out of line (a BPF-to-BPF call): a key not in its CPU's slot, or the
@@ -427,7 +427,7 @@ static __noinline __u16 ss_count_slow(struct sock *sk, __u64 cookie, __u64 pid_t
 	int dir = arg & SS_ARG_DIR ? SS_RX : SS_TX;
 	__u64 bytes = (__u32)arg;
 	__u8 state = arg >> SS_ARG_STATE_SHIFT;
-	__u32 kind = (arg >> SS_ARG_KIND_SHIFT) & 3;
+	__u32 kind = (arg >> SS_ARG_KIND_SHIFT) & 7;
 	struct ss_peer *peer = NULL;
 	struct ss_hot *hot = NULL;
 	__u32 zero = 0;
@@ -532,11 +532,13 @@ static __always_inline int ss_unconnected_udp(__u16 family, __u16 protocol, __u8
 
 static __always_inline __u32 ss_hot_kind(__u16 family, __u16 protocol)
 {
+	__u32 dns = ss_cfg.dns ? SS_HOT_DNS : 0;
+
 	if (family == AF_PACKET)
-		return SS_HOT_PLAIN; /* sk_protocol is the ethertype there */
+		return 0; /* sk_protocol is the ethertype there */
 	if (protocol == IPPROTO_TCP)
-		return SS_HOT_TCP;
-	return protocol == IPPROTO_UDP ? SS_HOT_UDP : SS_HOT_PLAIN;
+		return (ss_cfg.tcp_rx_by_seq ? SS_HOT_CLAIM : 0) | dns;
+	return protocol == IPPROTO_UDP ? SS_HOT_UDP | dns : 0;
 }
 
 /* TCP receives are counted as advances of copied_seq, which every way of reading moves:
@@ -721,8 +723,9 @@ static __always_inline __u32 ss_claim(struct sock *sk, struct tcp_sock *tp, stru
 		return 0;
 	/* A consumed FIN advances copied_seq by one (tcp_recvmsg and tcp_read_sock alike): once
 	 * the peer's FIN is in (SOCK_DONE) and all is consumed, one of those numbers was no byte. */
-	if (!c->fin_seen && seq == tp->rcv_nxt &&
-	    (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE)))) {
+	if (!c->fin_seen &&
+	    (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) &&
+	    seq == tp->rcv_nxt) { /* rcv_nxt last: this test is false on almost every call */
 		c->fin_seen = 1;
 		delta--;
 	}
@@ -915,7 +918,7 @@ static __always_inline struct ss_hot *ss_hot_hit(struct sock *sk, __u64 cookie, 
 	if (!ss_hot_holds(hot, cookie, tgid))
 		return NULL;
 	/* A UDP socket no longer connected may name a peer per datagram: the slow path looks. */
-	if (hot->kind == SS_HOT_UDP && sk->__sk_common.skc_state != TCP_ESTABLISHED)
+	if ((hot->kind & SS_HOT_UDP) && sk->__sk_common.skc_state != TCP_ESTABLISHED)
 		return NULL;
 	return hot;
 }
@@ -988,13 +991,13 @@ static __always_inline int ss_on_recv(struct sock *sk, int ret, int flags, int c
 		return ss_recv_slow(sk, ret, flags, pid_tgid);
 	kind = hot->kind;
 	bytes = ret;
-	if (kind == SS_HOT_TCP && ss_cfg.tcp_rx_by_seq)
+	if (kind & SS_HOT_CLAIM)
 		bytes = ss_tcp_rx(sk, cookie, ret, pid_tgid >> 32, cast);
 	hot->val.rx_bytes += bytes;
 	hot->val.rx_calls += 1;
 	/* Connected: the socket's own peer is the datagram's (ss_is_dns). */
-	if (ss_cfg.dns && kind != SS_HOT_PLAIN && sk->__sk_common.skc_dport == bpf_htons(53))
-		ss_dns_capture(sk, cookie, pid_tgid >> 32, ret, kind == SS_HOT_TCP ? IPPROTO_TCP : IPPROTO_UDP);
+	if ((kind & SS_HOT_DNS) && sk->__sk_common.skc_dport == bpf_htons(53))
+		ss_dns_capture(sk, cookie, pid_tgid >> 32, ret, kind & SS_HOT_UDP ? IPPROTO_UDP : IPPROTO_TCP);
 	return 0;
 }
 
@@ -1027,7 +1030,8 @@ int BPF_PROG(ss_tp_rcvspace, struct sock *sk)
 	/* First sight: the bytes of the read under way are not known here, so not counted. */
 	bytes = ss_claim_read(sk, tp, cookie, pid_tgid >> 32);
 	if (bytes > 0)
-		ss_count(sk, cookie, 0, sk->__sk_common.skc_state, bytes, SS_RX, pid_tgid, SS_HOT_TCP);
+		ss_count(sk, cookie, 0, sk->__sk_common.skc_state, bytes, SS_RX, pid_tgid,
+			 ss_hot_kind(AF_INET, IPPROTO_TCP));
 	return 0;
 }
 

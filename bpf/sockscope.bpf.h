@@ -23,7 +23,8 @@ static __always_inline int ss_is_inet(__u16 family)
 /* Sockets whose bytes are counted: IP (TCP, UDP, ping, raw) and packet sockets. */
 static __always_inline int ss_is_counted(__u16 family)
 {
-	return family == AF_INET || family == AF_INET6 || family == AF_PACKET;
+	/* One test of a bit, not three compares: this runs on every socket's every call. */
+	return family < 32 && ((1U << AF_INET | 1U << AF_INET6 | 1U << AF_PACKET) >> family) & 1;
 }
 
 /* IPv4 stored as v4-mapped IPv6 (::ffff:a.b.c.d), so one peer is one key whichever hook saw it. */

@@ -42,18 +42,20 @@ struct ss_flow_val {
  * slots collided almost always). */
 #define SS_HOT_SLOTS 64
 
-/* What a hit in a slot must still do, by the socket's protocol (which never changes). */
-enum ss_hot_kind {
-	SS_HOT_PLAIN = 0, /* count the call's return value */
-	SS_HOT_TCP = 1,   /* receives: claim copied_seq (ss_rxseq); DNS when the peer is port 53 */
-	SS_HOT_UDP = 2,   /* only while connected (else a datagram may name its peer); DNS likewise */
+/* What a hit in a slot must still do, decided when its key takes the slot (from the socket's
+ * protocol, which never changes, and the settings, which are fixed at load): the fast path
+ * tests bits of a field it loads anyway instead of reading settings and the protocol. */
+enum ss_hot_flag {
+	SS_HOT_UDP = 1,   /* counts only while connected (else a datagram may name its peer) */
+	SS_HOT_CLAIM = 2, /* TCP receives: claim copied_seq (ss_rxseq) */
+	SS_HOT_DNS = 4,   /* TCP or UDP, DNS capture on: a receive from peer port 53 is captured */
 };
 
 /* One slot: a connected key (cookie, tgid: no datagram peer) and its counts; one cache line. */
 struct ss_hot {
 	__u64 cookie;
 	__u32 tgid;
-	__u32 kind; /* enum ss_hot_kind */
+	__u32 kind; /* enum ss_hot_flag bits */
 	struct ss_flow_val val;
 	__u64 pad[2];
 };

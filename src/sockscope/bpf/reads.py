@@ -175,7 +175,7 @@ class Reads:
         # grace period), those that still count into the hot set read below included. A program
         # that sees the new hot set and the old flows, or the reverse, moves counts between two
         # maps that are both read only after that wait.
-        self._map(".data.hotset").update(ctypes.c_uint32(0), ctypes.c_uint32(idle))
+        self._map(".data.hotset").update(ctypes.c_uint32(0), ctypes.c_uint32(idle * abi.HOT_SLOTS))
         self._map("ss_flows").update(
             ctypes.c_uint32(0), ctypes.c_int32(self._map(("ss_flows_a", "ss_flows_b")[idle]).fd)
         )
