@@ -12,9 +12,11 @@ tcp (a 127.0.0.1 TCP connection, TCP_NODELAY), udp (two connected UDP sockets), 
 --repeats timed batches (ns per round by CLOCK_MONOTONIC; the process's figure is their median);
 rounds are calibrated so a measurement takes about --seconds.
 
-First (bench/percall_toggle.py, the steadier figures): ONE ping-pong process per mode, and between
-its timed batches the bench attaches and detaches none / the floor / a minimal counter / sockscope's
-collector loaded in this process; --toggle-reps repetitions, medians of differences to `none`.
+First (bench/percall_toggle.py, the steadier figures): a ping-pong process per mode, and between
+its short timed batches (--toggle-batch-ms) the bench attaches and detaches none / the floor / a
+minimal counter / sockscope's collector loaded in this process; --toggle-reps repetitions, medians
+of differences to `none`, in --toggle-blocks blocks, each with a fresh ping-pong and every monitor
+loaded anew (a load's placement in memory moves its figure by several ns).
 
 Then, configurations as separate processes, alternated within each of --pairs repetitions: per repetition and mode, each
 configuration once, back to back (order rotated each time):
@@ -44,6 +46,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import platform
@@ -91,7 +94,14 @@ from bench.percall_report import (  # noqa: E402
     stats_table,
     userspace_lines,
 )
-from bench.percall_toggle import CONFIGS, COUNTER, measure_toggled, switches, toggled_table  # noqa: E402
+from bench.percall_toggle import (  # noqa: E402
+    CONFIGS,
+    COUNTER,
+    block_spread,
+    measure_toggled,
+    switches,
+    toggled_table,
+)
 from bench.percall_userspace import collector_cpu  # noqa: E402
 
 DEFAULT_SOCKSCOPE = REPO_ROOT / ".venv" / "bin" / "sockscope"
@@ -111,14 +121,14 @@ class Ctx:
     bpftool: str
 
 
-def calibrate(children: Children, pp: PingPong, modes: Sequence[Mode], seconds: float) -> dict[str, int]:
+def calibrate(children: Children, pp: PingPong, modes: Sequence[Mode]) -> dict[str, float]:
+    """ns per round of each mode, unmonitored."""
     probe = dataclasses.replace(pp, warmup=2000, repeats=5)
-    rounds = {}
-    for m in modes:
-        ns = probe.run(children, m, 5000).ns_per_round
-        rounds[m.name] = max(1000, int(seconds / pp.repeats * 1e9 / ns))
-        log(f"calibration {m.name}: {ns:.0f} ns/round -> {rounds[m.name]:,} rounds x {pp.repeats} repeats")
-    return rounds
+    return {m.name: probe.run(children, m, 5000).ns_per_round for m in modes}
+
+
+def rounds_for(ns: dict[str, float], seconds: float) -> dict[str, int]:
+    return {mode: max(1000, int(seconds * 1e9 / v)) for mode, v in ns.items()}
 
 
 def check_foreign(ctx: Ctx, run: Run) -> None:
@@ -184,7 +194,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Cost per call of the sockscope monitor against empty BPF programs.")
     p.add_argument("--pairs", type=int, help="repetitions of every configuration (default 7; --quick: 2)")
     p.add_argument("--seconds", type=float, help="measured time per ping-pong (default 1.5; --quick: 0.3)")
-    p.add_argument("--toggle-reps", type=int, help="repetitions of the toggled section (default 31; --quick: 5)")
+    p.add_argument("--toggle-reps", type=int, help="repetitions of the toggled section (default 301; --quick: 20)")
+    p.add_argument("--toggle-blocks", type=int,
+                   help="the toggled repetitions' blocks, each with a fresh ping-pong and monitors loaded anew "
+                   "(default 10; --quick: 2)")  # fmt: skip
+    p.add_argument("--toggle-batch-ms", type=float, default=15.0,
+                   help="length of one toggled batch in ms (default 15)")  # fmt: skip
     p.add_argument("--toggle-object", action="append", default=[], type=parse_toggle_object, metavar="NAME=PATH",
                    help="also toggle this build of sockscope.bpf.o (an earlier commit's, say) under NAME")  # fmt: skip
     p.add_argument("--repeats", type=int, default=5, help="timed batches per ping-pong process (default 5)")
@@ -209,11 +224,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     a = p.parse_args(argv)
     a.pairs = a.pairs or (2 if a.quick else 7)
     a.seconds = a.seconds or (0.3 if a.quick else 1.5)
-    a.toggle_reps = a.toggle_reps or (5 if a.quick else 31)
+    a.toggle_reps = a.toggle_reps or (20 if a.quick else 301)
+    a.toggle_blocks = a.toggle_blocks or (2 if a.quick else 10)
     a.conns = a.conns or ([1000] if a.quick else [5_000, 10_000])
     a.window = a.window or (5.0 if a.quick else 20.0)
-    if a.pairs < 1 or a.seconds <= 0 or a.repeats < 1 or min(a.conns) < 1 or a.window <= 0:
-        p.error("--pairs, --repeats, --conns >= 1; --seconds, --window > 0")
+    if min(a.pairs, a.repeats, *a.conns, a.toggle_reps, a.toggle_blocks) < 1:
+        p.error("--pairs, --repeats, --conns, --toggle-reps, --toggle-blocks >= 1")
+    if min(a.seconds, a.window, a.toggle_batch_ms) <= 0:
+        p.error("--seconds, --window, --toggle-batch-ms > 0")
     return a
 
 
@@ -249,16 +267,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run.code.append(code_state())
         pp = PingPong(build_pingpong(workdir), a.cpu, 0, a.repeats, 60)
-        floor = Floor(build_floor(workdir, clang, bpftool, arch))
+        floor_obj = build_floor(workdir, clang, bpftool, arch)
+        floor = Floor(floor_obj)
         if len(affinity - {a.cpu}) > 0:
             os.sched_setaffinity(0, affinity - {a.cpu})  # the bench and its sockscope stay off the ping-pong's CPU
-        run.rounds = calibrate(children, pp, modes, a.seconds)
+        ns = calibrate(children, pp, modes)
+        run.rounds = rounds_for(ns, a.seconds / pp.repeats)
+        run.toggle_rounds = rounds_for(ns, a.toggle_batch_ms / 1e3)
+        for m in modes:
+            log(f"calibration {m.name}: {ns[m.name]:.0f} ns/round -> {run.rounds[m.name]:,} rounds x {pp.repeats}"
+                f" repeats; toggled batches of {run.toggle_rounds[m.name]:,} rounds")  # fmt: skip
         pp = dataclasses.replace(pp, warmup=max(run.rounds.values()) // 10)
         ctx = Ctx(pp, floor, a.sockscope, workdir, modes, bpftool)
         if "toggled" not in a.skip:
             check_foreign(ctx, run)
-            with switches(floor, CONFIGS, a.toggle_object) as sw:
-                run.toggled = measure_toggled(children, pp.exe, a.cpu, modes, sw, a.toggle_reps, run.rounds)
+            make = functools.partial(switches, floor_obj, CONFIGS, a.toggle_object)
+            run.toggled = measure_toggled(
+                children, pp.exe, a.cpu, modes, make, a.toggle_reps, a.toggle_blocks, run.toggle_rounds
+            )
         if "percall" not in a.skip:
             measure(children, ctx, run, setups, a.pairs)
         if "stats" not in a.skip:
@@ -285,9 +311,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(header(argv, a, setups, run))
     if run.toggled:
         print("\n## One ping-pong process, monitors switched between its batches (steadier)\n")
-        print(f"{a.toggle_reps} repetitions per mode, a batch per configuration each, order rotated; added ns = median")
-        print("of (configuration - that repetition's none); quartiles of the same differences in brackets.\n")
+        rounds = ", ".join(f"{m.name} {run.toggle_rounds[m.name]:,}" for m in modes)
+        print(f"{a.toggle_reps} repetitions per mode in {a.toggle_blocks} blocks (each block a fresh ping-pong")
+        print("process and every monitor loaded anew), a batch per configuration each, order rotated; added ns =")
+        print("median of (configuration - that repetition's none); quartiles of the same differences in brackets.")
+        print(f"Rounds per batch ({a.toggle_batch_ms:g} ms): {rounds}.\n")
         print(toggled_table(run.toggled, modes))
+        print(
+            f"\nThe same differences' median within each of the {a.toggle_blocks} blocks (each block its own loads):\n"
+        )
+        print(block_spread(run.toggled, modes))
     if run.samples:
         print("\n## A process per configuration: added ns per round, against no monitor (ratio to the floor's)\n")
         print(cost_table(run, setups, modes))

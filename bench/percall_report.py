@@ -44,6 +44,7 @@ class Run:
     startups: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     userspace: list[UserSpace] = dataclasses.field(default_factory=list)
     rounds: dict[str, int] = dataclasses.field(default_factory=dict)
+    toggle_rounds: dict[str, int] = dataclasses.field(default_factory=dict)  # rounds per toggled batch
     foreign: list[str] = dataclasses.field(default_factory=list)  # others' BPF programs seen loaded
     userspace_args: list[str] = dataclasses.field(default_factory=list)
     code: list[str] = dataclasses.field(default_factory=list)  # code_state() at start and at the end
@@ -179,6 +180,18 @@ def vulnerability(name: str) -> str:
     return path.read_text().strip() if path.exists() else "n/a"
 
 
+def mitigations() -> str:
+    """The mitigations that make a program's call and its helpers' returns slow, as the kernel says."""
+    srso = vulnerability("spec_rstack_overflow")
+    its = vulnerability("indirect_target_selection")
+    parts = [f"spectre_v2: {vulnerability('spectre_v2')}", f"spec_rstack_overflow: {srso}"]
+    if "Safe RET" in srso:
+        parts[-1] += " (Safe RET: every return, so every BPF helper call, is slow)"
+    if its not in ("n/a", "Not affected"):
+        parts.append(f"indirect_target_selection: {its}")
+    return "; ".join(parts)
+
+
 def header(argv: Sequence[str], a: argparse.Namespace, setups: Sequence[Setup], run: Run) -> str:
     now = datetime.datetime.now(datetime.UTC).astimezone().isoformat(timespec="seconds")
     lines = [
@@ -187,9 +200,7 @@ def header(argv: Sequence[str], a: argparse.Namespace, setups: Sequence[Setup], 
         f"- command: `{shlex.join([sys.executable, *argv])}`",
         f"- kernel: {platform.release()}; CPUs: {os.cpu_count()}; date: {now}",
         f"- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (anything else running is noise)",
-        f"- CPU: {cpu_model()}; spectre_v2: {vulnerability('spectre_v2')}; "
-        f"spec_rstack_overflow: {vulnerability('spec_rstack_overflow')} (with Safe RET every return, so every "
-        "BPF helper call, is slow)",
+        f"- CPU: {cpu_model()}; {mitigations()}",
         f"- ping-pong: one thread on CPU {a.cpu}, 64-byte write + read per round; {a.pairs} repetitions, "
         "each mode's configurations back to back, order rotated;"
         f" rounds per batch {', '.join(f'{k} {v:,}' for k, v in run.rounds.items())}; {a.repeats} batches "

@@ -16,18 +16,27 @@ its sockets, and between its batches the bench attaches and detaches programs:
              stays attached (none of it runs on the ping-pong's path);
   sockscope --no-splice  a second collector, TCP receives counted by the calls' return values.
 
-Per repetition every configuration runs one batch, back to back, in a rotated order; a
-configuration's figure is the median over repetitions of (its batch - that repetition's none).
+Per repetition every configuration runs one short batch (--toggle-batch-ms), back to back, in
+a rotated order; a configuration's figure is the median over repetitions of (its batch - that
+repetition's none). Short batches: the machine's slow drift cancels within a repetition, and
+the noise of one batch is then nearly independent of the next one's.
+
+The repetitions run in blocks, each with a fresh ping-pong process and every monitor loaded
+anew: where one load's maps land (which cache sets, next to which kernel data) moves that
+load's figure by several ns, for the same code. One load per run would make that placement
+part of a configuration's figure; blocks take the median over several.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import statistics
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +62,7 @@ class ToggleSample:
     mode: str
     ns_per_round: float
     nivcsw: int
+    block: int = 0
 
 
 class Served:
@@ -125,34 +135,60 @@ class InProcessSockscope:
         self.collector.close()
 
 
+Switches = Callable[[int], AbstractContextManager[list[Switch]]]
+
+
 @contextlib.contextmanager
-def switches(floor: Floor, configs: Sequence[str], objects: Sequence[tuple[str, str]] = ()) -> Iterator[list[Switch]]:
-    """The configurations' switches; `objects`: (name, path) of other builds of sockscope.bpf.o to
-    compare in the same run (an earlier commit's, say), each loaded by a collector of its own."""
-    out: list[Switch] = []
-    ours: list[InProcessSockscope] = []
+def switches(
+    floor_obj: Path, configs: Sequence[str], objects: Sequence[tuple[str, str]] = (), first: int = 0
+) -> Iterator[list[Switch]]:
+    """The configurations' switches, every program loaded anew (bench/floor.bpf.o from floor_obj);
+    `objects`: (name, path) of other builds of sockscope.bpf.o to compare in the same run (an
+    earlier commit's, say), each loaded by a collector of its own. The loads are made in an order
+    rotated by `first` (the block's number): which load comes first or second is part of where
+    its maps land, so no configuration keeps one place."""
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise BenchError(f"unknown toggled configuration {unknown[0]!r}")
+    loads: list[tuple[str, Callable[[], InProcessSockscope] | None]] = [("floor", None)]
+    loads += [
+        (c, functools.partial(InProcessSockscope, splice=c == "sockscope"))
+        for c in configs
+        if c.startswith("sockscope")
+    ]
+    loads += [(name, functools.partial(InProcessSockscope, object_path=path)) for name, path in objects]
+    k = first % len(loads)
+    floor: Floor | None = None
+    mons: dict[str, InProcessSockscope] = {}
     try:
-        for name in configs:
+        for name, load in [*loads[k:], *loads[:k]]:
+            if load is None:
+                floor = Floor(floor_obj)
+            else:
+                mons[name] = load()
+        assert floor is not None
+        out: list[Switch] = []
+        for name in [*configs, *(n for n, _ in objects)]:
             if name == "none":
                 out.append(Switch(name, lambda: None, lambda: None))
             elif name in ("floor", "counter"):
                 progs = FLOOR_SEND_RECV if name == "floor" else COUNTER
                 out.append(Switch(name, lambda p=progs: floor.attach(p), floor.detach))  # type: ignore[misc]
-            elif name in ("sockscope", "sockscope --no-splice"):
-                mon = InProcessSockscope(splice=name == "sockscope")
-                ours.append(mon)
-                out.append(Switch(name, mon.on, mon.off))
             else:
-                raise BenchError(f"unknown toggled configuration {name!r}")
-        for name, path in objects:
-            mon = InProcessSockscope(object_path=path)
-            ours.append(mon)
-            out.append(Switch(name, mon.on, mon.off))
+                out.append(Switch(name, mons[name].on, mons[name].off))
         yield out
     finally:
-        for mon in ours:
-            log(f"toggled: an in-process collector was read {mon.reads} times")
+        for mon in mons.values():
             mon.close()
+        if floor is not None:
+            floor.close()
+
+
+def blocks_of(reps: int, blocks: int) -> list[range]:
+    """Repetitions 0..reps-1 in `blocks` consecutive runs as even as can be (none empty)."""
+    blocks = max(1, min(blocks, reps))
+    edges = [reps * b // blocks for b in range(blocks + 1)]
+    return [range(edges[b], edges[b + 1]) for b in range(blocks)]
 
 
 def measure_toggled(
@@ -160,28 +196,32 @@ def measure_toggled(
     exe: Path,
     cpu: int,
     modes: Sequence[Mode],
-    sw: Sequence[Switch],
+    make: Switches,
     reps: int,
+    blocks: int,
     rounds: dict[str, int],
 ) -> list[ToggleSample]:
     out: list[ToggleSample] = []
     for m in modes:
-        pp = Served(children, exe, m, cpu, warmup=rounds[m.name])
-        try:
-            for rep in range(reps):
-                k = rep % len(sw)
-                for s in [*sw[k:], *sw[:k]]:
-                    s.on()
-                    try:
-                        ns, cs = pp.batch(rounds[m.name])
-                    finally:
-                        s.off()
-                    out.append(ToggleSample(rep, s.name, m.name, ns, cs))
-            meds = [(s.name, statistics.median(toggled_added(out, s.name, m.name))) for s in sw[1:]]
-            summary = ", ".join(f"{name} {med:+.1f}" for name, med in meds)
-            log(f"toggled {m.name}: {reps} repetitions; added ns: {summary}")
-        finally:
-            pp.close()
+        for b, block in enumerate(blocks_of(reps, blocks)):
+            with make(b) as sw:
+                pp = Served(children, exe, m, cpu, warmup=rounds[m.name])
+                try:
+                    for rep in block:
+                        k = rep % len(sw)
+                        for s in [*sw[k:], *sw[:k]]:
+                            s.on()
+                            try:
+                                ns, cs = pp.batch(rounds[m.name])
+                            finally:
+                                s.off()
+                            out.append(ToggleSample(rep, s.name, m.name, ns, cs, b))
+                finally:
+                    pp.close()
+        names = list(dict.fromkeys(s.config for s in out if s.mode == m.name))[1:]
+        meds = [(name, statistics.median(toggled_added(out, name, m.name))) for name in names]
+        summary = ", ".join(f"{name} {med:+.1f}" for name, med in meds)
+        log(f"toggled {m.name}: {reps} repetitions in {blocks} blocks; added ns: {summary}")
     return out
 
 
@@ -211,6 +251,26 @@ def toggled_table(samples: Sequence[ToggleSample], modes: Sequence[Mode]) -> str
         rows.append(cells)
     head = ["configuration", *(f"{m.name}: added ns (ratio to floor) [quartiles]" for m in modes)]
     rows[0][0] = "none: base ns/round"
+    return markdown_table(head, rows)
+
+
+def block_spread(samples: Sequence[ToggleSample], modes: Sequence[Mode]) -> str:
+    """Per configuration and mode, the lowest and highest of the blocks' own medians: how far one
+    load's placement moves a figure (the main table's median is over all repetitions)."""
+    configs = [c for c in dict.fromkeys(s.config for s in samples) if c != "none"]
+    blocks = sorted({s.block for s in samples})
+    rows = []
+    for c in configs:
+        cells = [c]
+        for m in modes:
+            meds = []
+            for b in blocks:
+                mine = toggled_added([s for s in samples if s.block == b], c, m.name)
+                if mine:
+                    meds.append(statistics.median(mine))
+            cells.append(f"{min(meds):+.0f}..{max(meds):+.0f}" if meds else "-")
+        rows.append(cells)
+    head = ["configuration", *(f"{m.name}: block medians, lowest..highest" for m in modes)]
     return markdown_table(head, rows)
 
 

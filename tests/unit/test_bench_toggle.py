@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.percall_parts import Mode
-from bench.percall_toggle import ToggleSample, toggled_added, toggled_table
+from bench.percall_toggle import ToggleSample, block_spread, blocks_of, toggled_added, toggled_table
 
 UDP = Mode("udp", "udp", 1)
 
@@ -42,3 +42,20 @@ def test_the_table_gives_medians_and_the_ratio_to_the_floor() -> None:
 @pytest.mark.parametrize("config", ["floor", "sockscope"])
 def test_no_samples_no_figure(config: str) -> None:
     assert toggled_added([], config, "udp") == []
+
+
+@pytest.mark.parametrize(("reps", "blocks"), [(301, 10), (5, 2), (3, 7), (1, 1), (20, 20)])
+def test_blocks_cover_every_repetition_once_and_evenly(reps: int, blocks: int) -> None:
+    parts = blocks_of(reps, blocks)
+    assert [r for part in parts for r in part] == list(range(reps))
+    assert len(parts) == min(reps, blocks)
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_block_spread_gives_each_blocks_own_median() -> None:
+    s = [
+        ToggleSample(rep, cfg, "udp", ns, 0, rep // 2)
+        for cfg, values in {"none": [800.0] * 4, "floor": [850.0, 852.0, 870.0, 874.0]}.items()
+        for rep, ns in enumerate(values)
+    ]
+    assert "+51..+72" in block_spread(s, [UDP])
