@@ -44,6 +44,7 @@ Needs root, cc, clang, bpftool. Only loopback traffic. Exit status: 0 measured, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -100,6 +101,7 @@ from bench.percall_toggle import (  # noqa: E402
     block_spread,
     measure_toggled,
     switches,
+    toggled_stats_table,
     toggled_table,
 )
 from bench.percall_userspace import collector_cpu  # noqa: E402
@@ -198,6 +200,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--toggle-blocks", type=int,
                    help="the toggled repetitions' blocks, each with a fresh ping-pong and monitors loaded anew "
                    "(default 10; --quick: 2)")  # fmt: skip
+    p.add_argument("--toggle-stats", action="store_true",
+                   help="bpf_stats on in the toggled section: each configuration's programs' ns per run, median "
+                   "of the blocks (its clock reads inflate every added ns: for comparing bodies)")  # fmt: skip
     p.add_argument("--toggle-batch-ms", type=float, default=15.0,
                    help="length of one toggled batch in ms (default 15)")  # fmt: skip
     p.add_argument("--toggle-object", action="append", default=[], type=parse_toggle_object, metavar="NAME=PATH",
@@ -281,10 +286,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = Ctx(pp, floor, a.sockscope, workdir, modes, bpftool)
         if "toggled" not in a.skip:
             check_foreign(ctx, run)
-            make = functools.partial(switches, floor_obj, CONFIGS, a.toggle_object)
-            run.toggled = measure_toggled(
-                children, pp.exe, a.cpu, modes, make, a.toggle_reps, a.toggle_blocks, run.toggle_rounds
-            )
+            stats_tool = bpftool if a.toggle_stats else None
+            make = functools.partial(switches, floor_obj, CONFIGS, a.toggle_object, bpftool=stats_tool)
+            with bpf_stats_enabled() if a.toggle_stats else contextlib.nullcontext():
+                run.toggled = measure_toggled(
+                    children, pp.exe, a.cpu, modes, make, a.toggle_reps, a.toggle_blocks, run.toggle_rounds,
+                    run.toggled_stats, stats_tool,
+                )  # fmt: skip
         if "percall" not in a.skip:
             measure(children, ctx, run, setups, a.pairs)
         if "stats" not in a.skip:
@@ -321,6 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\nThe same differences' median within each of the {a.toggle_blocks} blocks (each block its own loads):\n"
         )
         print(block_spread(run.toggled, modes))
+    if run.toggled_stats:
+        print("\n## The toggled programs' run time (--toggle-stats: kernel.bpf_stats_enabled=1 in that section)\n")
+        print("ns per run of the send and the receive program, median of the blocks' own (each block its own loads);")
+        print("bpf_stats' clock reads are inside: compare with the floor's empty programs.\n")
+        print(toggled_stats_table(run.toggled_stats, modes))
     if run.samples:
         print("\n## A process per configuration: added ns per round, against no monitor (ratio to the floor's)\n")
         print(cost_table(run, setups, modes))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.overhead import markdown_table
 from bench.percall_parts import Mode, PingResult, Setup
-from bench.percall_toggle import ToggleSample
+from bench.percall_toggle import ToggleSample, ToggleStat
 from bench.percall_userspace import UserSpace
 
 
@@ -49,6 +49,7 @@ class Run:
     userspace_args: list[str] = dataclasses.field(default_factory=list)
     code: list[str] = dataclasses.field(default_factory=list)  # code_state() at start and at the end
     toggled: list[ToggleSample] = dataclasses.field(default_factory=list)  # percall_toggle.py
+    toggled_stats: list[ToggleStat] = dataclasses.field(default_factory=list)  # --toggle-stats
 
 
 def added(samples: Sequence[Sample], setup: str, mode: str) -> list[float]:

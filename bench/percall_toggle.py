@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.overhead import BenchError, Children, log, markdown_table
-from bench.percall_parts import FLOOR_SEND_RECV, Floor, Mode
+from bench.percall_parts import FLOOR_SEND_RECV, Floor, Mode, bpftool_progs
 
 COUNTER = ("count_send", "count_recv")
 SOCKSCOPE_PROGS = ("ss_tp_send", "ss_tp_recv")
@@ -53,6 +53,19 @@ class Switch:
     name: str
     on: Callable[[], None]
     off: Callable[[], None]
+    progs: dict[str, int] = dataclasses.field(default_factory=dict)  # its per-call programs: name -> id
+
+
+@dataclass(slots=True)
+class ToggleStat:
+    """bpf_stats of one configuration's program over one block (--toggle-stats)."""
+
+    block: int
+    config: str
+    mode: str
+    prog: str
+    run_cnt: int
+    run_time_ns: int
 
 
 @dataclass(slots=True)
@@ -140,13 +153,18 @@ Switches = Callable[[int], AbstractContextManager[list[Switch]]]
 
 @contextlib.contextmanager
 def switches(
-    floor_obj: Path, configs: Sequence[str], objects: Sequence[tuple[str, str]] = (), first: int = 0
+    floor_obj: Path,
+    configs: Sequence[str],
+    objects: Sequence[tuple[str, str]] = (),
+    first: int = 0,
+    bpftool: str | None = None,
 ) -> Iterator[list[Switch]]:
     """The configurations' switches, every program loaded anew (bench/floor.bpf.o from floor_obj);
     `objects`: (name, path) of other builds of sockscope.bpf.o to compare in the same run (an
     earlier commit's, say), each loaded by a collector of its own. The loads are made in an order
     rotated by `first` (the block's number): which load comes first or second is part of where
-    its maps land, so no configuration keeps one place."""
+    its maps land, so no configuration keeps one place. With `bpftool`, each switch also knows
+    its per-call programs' ids (the programs each load added), for bpf_stats."""
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         raise BenchError(f"unknown toggled configuration {unknown[0]!r}")
@@ -161,11 +179,15 @@ def switches(
     floor: Floor | None = None
     mons: dict[str, InProcessSockscope] = {}
     try:
+        ids: dict[str, dict[str, int]] = {}  # load -> its programs' name -> id
         for name, load in [*loads[k:], *loads[:k]]:
+            seen = {int(p["id"]) for p in bpftool_progs(bpftool)} if bpftool else set()
             if load is None:
                 floor = Floor(floor_obj)
             else:
                 mons[name] = load()
+            if bpftool:
+                ids[name] = {str(p["name"]): int(p["id"]) for p in bpftool_progs(bpftool) if int(p["id"]) not in seen}
         assert floor is not None
         out: list[Switch] = []
         for name in [*configs, *(n for n, _ in objects)]:
@@ -173,9 +195,11 @@ def switches(
                 out.append(Switch(name, lambda: None, lambda: None))
             elif name in ("floor", "counter"):
                 progs = FLOOR_SEND_RECV if name == "floor" else COUNTER
-                out.append(Switch(name, lambda p=progs: floor.attach(p), floor.detach))  # type: ignore[misc]
+                mine = {p: i for p, i in ids.get("floor", {}).items() if p in progs}
+                out.append(Switch(name, lambda p=progs: floor.attach(p), floor.detach, mine))  # type: ignore[misc]
             else:
-                out.append(Switch(name, mons[name].on, mons[name].off))
+                mine = {p: i for p, i in ids.get(name, {}).items() if p in SOCKSCOPE_PROGS}
+                out.append(Switch(name, mons[name].on, mons[name].off, mine))
         yield out
     finally:
         for mon in mons.values():
@@ -200,7 +224,11 @@ def measure_toggled(
     reps: int,
     blocks: int,
     rounds: dict[str, int],
+    stats: list[ToggleStat] | None = None,
+    bpftool: str | None = None,
 ) -> list[ToggleSample]:
+    """The toggled samples; with `stats` and `bpftool` (bpf_stats on, switches made with
+    bpftool), each block's run time of every configuration's per-call programs too."""
     out: list[ToggleSample] = []
     for m in modes:
         for b, block in enumerate(blocks_of(reps, blocks)):
@@ -218,6 +246,16 @@ def measure_toggled(
                             out.append(ToggleSample(rep, s.name, m.name, ns, cs, b))
                 finally:
                     pp.close()
+                if stats is not None and bpftool:
+                    now = {int(p["id"]): p for p in bpftool_progs(bpftool)}
+                    for s in sw:
+                        for prog, pid in s.progs.items():
+                            p = now.get(pid, {})
+                            stats.append(
+                                ToggleStat(
+                                    b, s.name, m.name, prog, int(p.get("run_cnt", 0)), int(p.get("run_time_ns", 0))
+                                )
+                            )
         names = list(dict.fromkeys(s.config for s in out if s.mode == m.name))[1:]
         meds = [(name, statistics.median(toggled_added(out, name, m.name))) for name in names]
         summary = ", ".join(f"{name} {med:+.1f}" for name, med in meds)
@@ -271,6 +309,28 @@ def block_spread(samples: Sequence[ToggleSample], modes: Sequence[Mode]) -> str:
             cells.append(f"{min(meds):+.0f}..{max(meds):+.0f}" if meds else "-")
         rows.append(cells)
     head = ["configuration", *(f"{m.name}: block medians, lowest..highest" for m in modes)]
+    return markdown_table(head, rows)
+
+
+def toggled_stats_table(stats: Sequence[ToggleStat], modes: Sequence[Mode]) -> str:
+    """Per configuration and mode: send + receive program, ns per run (median over blocks)."""
+    configs = list(dict.fromkeys(t.config for t in stats))
+    rows = []
+    for c in configs:
+        cells = [c]
+        for m in modes:
+            parts = []
+            for prog in sorted({t.prog for t in stats if t.config == c}, key=lambda n: "recv" in n):
+                per = [
+                    t.run_time_ns / t.run_cnt
+                    for t in stats
+                    if (t.config, t.mode, t.prog) == (c, m.name, prog) and t.run_cnt
+                ]
+                if per:
+                    parts.append(statistics.median(per))
+            cells.append(" + ".join(f"{v:.1f}" for v in parts) + f" = {sum(parts):.1f}" if parts else "-")
+        rows.append(cells)
+    head = ["configuration", *(f"{m.name}: send + receive ns/run" for m in modes)]
     return markdown_table(head, rows)
 
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from bench.percall_parts import Mode
-from bench.percall_toggle import ToggleSample, block_spread, blocks_of, toggled_added, toggled_table
+from bench.percall_toggle import (
+    ToggleSample,
+    ToggleStat,
+    block_spread,
+    blocks_of,
+    toggled_added,
+    toggled_stats_table,
+    toggled_table,
+)
 
 UDP = Mode("udp", "udp", 1)
 
@@ -59,3 +67,12 @@ def test_block_spread_gives_each_blocks_own_median() -> None:
         for rep, ns in enumerate(values)
     ]
     assert "+51..+72" in block_spread(s, [UDP])
+
+
+def test_stats_table_gives_send_then_receive_per_run_median_of_blocks() -> None:
+    stats = [
+        ToggleStat(b, "floor", "udp", prog, 1000, ns * 1000)
+        for b, (send, recv) in enumerate([(30, 31), (32, 29), (40, 33)])
+        for prog, ns in (("floor_recv", recv), ("floor_send", send))
+    ]
+    assert "| floor | 32.0 + 31.0 = 63.0 |" in toggled_stats_table(stats, [UDP])
