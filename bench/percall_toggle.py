@@ -54,6 +54,7 @@ class Switch:
     on: Callable[[], None]
     off: Callable[[], None]
     progs: dict[str, int] = dataclasses.field(default_factory=dict)  # its per-call programs: name -> id
+    reads: Callable[[], int] | None = None  # an in-process collector's reads so far
 
 
 @dataclass(slots=True)
@@ -199,7 +200,8 @@ def switches(
                 out.append(Switch(name, lambda p=progs: floor.attach(p), floor.detach, mine))  # type: ignore[misc]
             else:
                 mine = {p: i for p, i in ids.get(name, {}).items() if p in SOCKSCOPE_PROGS}
-                out.append(Switch(name, mons[name].on, mons[name].off, mine))
+                mon = mons[name]
+                out.append(Switch(name, mon.on, mon.off, mine, lambda m=mon: m.reads))  # type: ignore[misc]
         yield out
     finally:
         for mon in mons.values():
@@ -231,6 +233,7 @@ def measure_toggled(
     bpftool), each block's run time of every configuration's per-call programs too."""
     out: list[ToggleSample] = []
     for m in modes:
+        reads: dict[str, int] = {}
         for b, block in enumerate(blocks_of(reps, blocks)):
             with make(b) as sw:
                 pp = Served(children, exe, m, cpu, warmup=rounds[m.name])
@@ -246,6 +249,9 @@ def measure_toggled(
                             out.append(ToggleSample(rep, s.name, m.name, ns, cs, b))
                 finally:
                     pp.close()
+                for s in sw:
+                    if s.reads is not None:
+                        reads[s.name] = reads.get(s.name, 0) + s.reads()
                 if stats is not None and bpftool:
                     now = {int(p["id"]): p for p in bpftool_progs(bpftool)}
                     for s in sw:
@@ -260,6 +266,12 @@ def measure_toggled(
         meds = [(name, statistics.median(toggled_added(out, name, m.name))) for name in names]
         summary = ", ".join(f"{name} {med:+.1f}" for name, med in meds)
         log(f"toggled {m.name}: {reps} repetitions in {blocks} blocks; added ns: {summary}")
+        # Each collector is read every second, as `top` reads it; a block shorter than that (a
+        # --quick run) may end before the first read: said, since that is not what `top` does.
+        unread = [name for name, n in reads.items() if n == 0]
+        if unread:
+            log(f"toggled {m.name}: WARNING: in-process collectors never read (blocks under 1 s?): {', '.join(unread)}")
+        log(f"toggled {m.name}: in-process collectors read {min(reads.values(), default=0)} times or more each")
     return out
 
 
