@@ -181,14 +181,16 @@ def switches(
     mons: dict[str, InProcessSockscope] = {}
     try:
         ids: dict[str, dict[str, int]] = {}  # load -> its programs' name -> id
+        seen = {int(p["id"]) for p in bpftool_progs(bpftool)} if bpftool else set()
         for name, load in [*loads[k:], *loads[:k]]:
-            seen = {int(p["id"]) for p in bpftool_progs(bpftool)} if bpftool else set()
             if load is None:
                 floor = Floor(floor_obj)
             else:
                 mons[name] = load()
-            if bpftool:
-                ids[name] = {str(p["name"]): int(p["id"]) for p in bpftool_progs(bpftool) if int(p["id"]) not in seen}
+            if bpftool:  # the programs this load added: those not listed before it
+                now = bpftool_progs(bpftool)
+                ids[name] = {str(p["name"]): int(p["id"]) for p in now if int(p["id"]) not in seen}
+                seen = {int(p["id"]) for p in now}
         assert floor is not None
         out: list[Switch] = []
         for name in [*configs, *(n for n, _ in objects)]:
@@ -280,70 +282,73 @@ def toggled_added(samples: Sequence[ToggleSample], config: str, mode: str) -> li
     return [s.ns_per_round - base[s.rep] for s in samples if s.config == config and s.mode == mode and s.rep in base]
 
 
+def config_table(
+    configs: Sequence[str],
+    modes: Sequence[Mode],
+    column: str,
+    cell: Callable[[str, str], str],
+    label: Callable[[str], str] = str,
+) -> str:
+    """A row per configuration (named label(config)), a column per mode (headed `{mode}: {column}`),
+    cell(config, mode) in each."""
+    rows = [[label(c), *(cell(c, m.name) for m in modes)] for c in configs]
+    return markdown_table(["configuration", *(f"{m.name}: {column}" for m in modes)], rows)
+
+
 def toggled_table(samples: Sequence[ToggleSample], modes: Sequence[Mode]) -> str:
+    def cell(c: str, mode: str) -> str:
+        if c == "none":
+            base = [s.ns_per_round for s in samples if s.config == c and s.mode == mode]
+            return f"{statistics.median(base):.0f}" if base else "-"
+        mine, floor = toggled_added(samples, c, mode), toggled_added(samples, "floor", mode)
+        if not mine or not floor:
+            return "-"
+        med, fmed = statistics.median(mine), statistics.median(floor)
+        q = statistics.quantiles(mine, n=4) if len(mine) > 1 else [med, med, med]
+        ratio = f" ({med / fmed:.2f}x)" if fmed > 0 else ""
+        return f"+{med:.1f}{ratio} [{q[0]:+.0f}..{q[2]:+.0f}]"
+
     configs = list(dict.fromkeys(s.config for s in samples))
-    rows = []
-    for c in configs:
-        cells = [c]
-        for m in modes:
-            if c == "none":
-                base = [s.ns_per_round for s in samples if s.config == c and s.mode == m.name]
-                cells.append(f"{statistics.median(base):.0f}" if base else "-")
-                continue
-            mine, floor = toggled_added(samples, c, m.name), toggled_added(samples, "floor", m.name)
-            if not mine or not floor:
-                cells.append("-")
-                continue
-            med, fmed = statistics.median(mine), statistics.median(floor)
-            q = statistics.quantiles(mine, n=4) if len(mine) > 1 else [med, med, med]
-            ratio = f" ({med / fmed:.2f}x)" if fmed > 0 else ""
-            cells.append(f"+{med:.1f}{ratio} [{q[0]:+.0f}..{q[2]:+.0f}]")
-        rows.append(cells)
-    head = ["configuration", *(f"{m.name}: added ns (ratio to floor) [quartiles]" for m in modes)]
-    rows[0][0] = "none: base ns/round"
-    return markdown_table(head, rows)
+    return config_table(
+        configs,
+        modes,
+        "added ns (ratio to floor) [quartiles]",
+        cell,
+        lambda c: "none: base ns/round" if c == "none" else c,
+    )
 
 
 def block_spread(samples: Sequence[ToggleSample], modes: Sequence[Mode]) -> str:
     """Per configuration and mode, the lowest and highest of the blocks' own medians: how far one
     load's placement moves a figure (the main table's median is over all repetitions)."""
-    configs = [c for c in dict.fromkeys(s.config for s in samples) if c != "none"]
     blocks = sorted({s.block for s in samples})
-    rows = []
-    for c in configs:
-        cells = [c]
-        for m in modes:
-            meds = []
-            for b in blocks:
-                mine = toggled_added([s for s in samples if s.block == b], c, m.name)
-                if mine:
-                    meds.append(statistics.median(mine))
-            cells.append(f"{min(meds):+.0f}..{max(meds):+.0f}" if meds else "-")
-        rows.append(cells)
-    head = ["configuration", *(f"{m.name}: block medians, lowest..highest" for m in modes)]
-    return markdown_table(head, rows)
+
+    def cell(c: str, mode: str) -> str:
+        meds = []
+        for b in blocks:
+            mine = toggled_added([s for s in samples if s.block == b], c, mode)
+            if mine:
+                meds.append(statistics.median(mine))
+        return f"{min(meds):+.0f}..{max(meds):+.0f}" if meds else "-"
+
+    configs = [c for c in dict.fromkeys(s.config for s in samples) if c != "none"]
+    return config_table(configs, modes, "block medians, lowest..highest", cell)
 
 
 def toggled_stats_table(stats: Sequence[ToggleStat], modes: Sequence[Mode]) -> str:
     """Per configuration and mode: send + receive program, ns per run (median over blocks)."""
-    configs = list(dict.fromkeys(t.config for t in stats))
-    rows = []
-    for c in configs:
-        cells = [c]
-        for m in modes:
-            parts = []
-            for prog in sorted({t.prog for t in stats if t.config == c}, key=lambda n: "recv" in n):
-                per = [
-                    t.run_time_ns / t.run_cnt
-                    for t in stats
-                    if (t.config, t.mode, t.prog) == (c, m.name, prog) and t.run_cnt
-                ]
-                if per:
-                    parts.append(statistics.median(per))
-            cells.append(" + ".join(f"{v:.1f}" for v in parts) + f" = {sum(parts):.1f}" if parts else "-")
-        rows.append(cells)
-    head = ["configuration", *(f"{m.name}: send + receive ns/run" for m in modes)]
-    return markdown_table(head, rows)
+
+    def cell(c: str, mode: str) -> str:
+        parts = []
+        for prog in sorted({t.prog for t in stats if t.config == c}, key=lambda n: "recv" in n):
+            per = [
+                t.run_time_ns / t.run_cnt for t in stats if (t.config, t.mode, t.prog) == (c, mode, prog) and t.run_cnt
+            ]
+            if per:
+                parts.append(statistics.median(per))
+        return " + ".join(f"{v:.1f}" for v in parts) + f" = {sum(parts):.1f}" if parts else "-"
+
+    return config_table(list(dict.fromkeys(t.config for t in stats)), modes, "send + receive ns/run", cell)
 
 
 def as_dicts(samples: Sequence[ToggleSample]) -> list[dict[str, object]]:
