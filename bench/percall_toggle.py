@@ -17,9 +17,10 @@ its sockets, and between its batches the bench attaches and detaches programs:
   sockscope --no-splice  a second collector, TCP receives counted by the calls' return values.
 
 Per repetition every configuration runs one short batch (--toggle-batch-ms), back to back, in
-a rotated order; a configuration's figure is the median over repetitions of (its batch - that
-repetition's none). Short batches: the machine's slow drift cancels within a repetition, and
-the noise of one batch is then nearly independent of the next one's.
+an order from a design balanced for what runs just before (balanced_orders); a configuration's
+figure is the median over repetitions of (its batch - that repetition's none). Short batches:
+the machine's slow drift cancels within a repetition, and the noise of one batch is then nearly
+independent of the next one's.
 
 The repetitions run in blocks, each with a fresh ping-pong process and every monitor loaded
 anew: where one load's maps land (which cache sets, next to which kernel data) moves that
@@ -212,6 +213,19 @@ def switches(
             floor.close()
 
 
+def balanced_orders(n: int) -> list[list[int]]:
+    """Orders of n configurations (a Williams design) in which each configuration comes right
+    after every other one equally often: once each over the n orders (n even), twice over 2n
+    (n odd, the orders and their mirrors). A rotation of one order would put a configuration
+    always after the same neighbour, whose detach (and whatever the kernel defers from it) comes
+    just before the batch: part of the figure, the same for every repetition."""
+    if n < 2:
+        return [list(range(n))]
+    first = [0] + [(j + 1) // 2 if j % 2 else n - j // 2 for j in range(1, n)]
+    rows = [[(x + i) % n for x in first] for i in range(n)]
+    return rows + [row[::-1] for row in rows] if n % 2 else rows
+
+
 def blocks_of(reps: int, blocks: int) -> list[range]:
     """Repetitions 0..reps-1 in `blocks` consecutive runs as even as can be (none empty)."""
     blocks = max(1, min(blocks, reps))
@@ -238,11 +252,11 @@ def measure_toggled(
         reads: dict[str, int] = {}
         for b, block in enumerate(blocks_of(reps, blocks)):
             with make(b) as sw:
+                orders = balanced_orders(len(sw))
                 pp = Served(children, exe, m, cpu, warmup=rounds[m.name])
                 try:
                     for rep in block:
-                        k = rep % len(sw)
-                        for s in [*sw[k:], *sw[:k]]:
+                        for s in (sw[i] for i in orders[rep % len(orders)]):
                             s.on()
                             try:
                                 ns, cs = pp.batch(rounds[m.name])

@@ -712,7 +712,7 @@ static __always_inline __u32 ss_claim(struct sock *sk, struct tcp_sock *tp, stru
 
 	cur.word = c->at.word;
 	delta = seq - cur.seq; /* u32: sequence wrap is fine */
-	if (delta == 0 || delta > (1U << 30))
+	if (delta - 1 >= (1U << 30)) /* one test for delta == 0 || delta > 1 << 30 */
 		return 0;
 	next.word = cur.word;
 	next.seq = seq;
@@ -720,9 +720,8 @@ static __always_inline __u32 ss_claim(struct sock *sk, struct tcp_sock *tp, stru
 		return 0;
 	/* A consumed FIN advances copied_seq by one (tcp_recvmsg and tcp_read_sock alike): once
 	 * the peer's FIN is in (SOCK_DONE) and all is consumed, one of those numbers was no byte. */
-	if (!c->fin_seen &&
-	    (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) &&
-	    seq == tp->rcv_nxt) { /* rcv_nxt last: this test is false on almost every call */
+	if ((sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) &&
+	    !c->fin_seen && seq == tp->rcv_nxt) { /* SOCK_DONE first: false on almost every call */
 		c->fin_seen = 1;
 		delta--;
 	}

@@ -8,6 +8,7 @@ from bench.percall_parts import Mode
 from bench.percall_toggle import (
     ToggleSample,
     ToggleStat,
+    balanced_orders,
     block_spread,
     blocks_of,
     toggled_added,
@@ -76,3 +77,19 @@ def test_stats_table_gives_send_then_receive_per_run_median_of_blocks() -> None:
         for prog, ns in (("floor_recv", recv), ("floor_send", send))
     ]
     assert "| floor | 32.0 + 31.0 = 63.0 |" in toggled_stats_table(stats, [UDP])
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 6, 7, 8])
+def test_balanced_orders_put_each_configuration_after_every_other_equally_often(n: int) -> None:
+    orders = balanced_orders(n)
+    assert all(sorted(o) == list(range(n)) for o in orders)
+    follows = [(o[i], o[i + 1]) for o in orders for i in range(n - 1)]
+    pairs = {(a, b) for a in range(n) for b in range(n) if a != b}
+    assert set(follows) == pairs
+    assert all(follows.count(p) == follows.count((0, 1)) for p in pairs)
+    firsts = [o[0] for o in orders]  # and each configuration opens as often as any other
+    assert all(firsts.count(c) == firsts.count(0) for c in range(n))
+
+
+def test_one_configuration_has_one_order() -> None:
+    assert balanced_orders(1) == [[0]]
