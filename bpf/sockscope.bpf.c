@@ -480,7 +480,6 @@ static __noinline __u16 ss_count_slow(struct sock *sk, __u64 cookie, __u64 pid_t
 	hot->cookie = cookie;
 	hot->tgid = tgid;
 	hot->kind = kind;
-	hot->claim = cookie & ss_cfg.claim_mask;
 	__builtin_memset(&hot->val, 0, sizeof(hot->val));
 	return key.rport;
 }
@@ -599,11 +598,11 @@ struct {
 } ss_rxseq SEC(".maps");
 
 /* The claim state of TCP sockets, direct-mapped by cookie: a receive finds its socket's state
- * by an address computed from the cookie, not a helper call (bpf_sk_storage_get costs as much as
- * the rest of the program on machines whose returns are mitigated). A slot is taken when a
- * socket is first claimed for (ESTABLISHED, or its first read) and given back at its end; a
- * socket whose slot is held by another keeps its state in its storage (ss_rxseq.c) for its whole
- * life. ss_cfg.claim_mask (user space's, claim_slots - 1) may use fewer slots (tests do). */
+ * with an inlined array lookup, not a helper call (bpf_sk_storage_get costs as much as the rest
+ * of the program on machines whose returns are mitigated). A slot is taken when a socket is
+ * first claimed for (ESTABLISHED, or its first read) and given back at its end; a socket whose
+ * slot is held by another keeps its state in its storage (ss_rxseq.c) for its whole life.
+ * User space sizes the map (a power of two) and sets ss_cfg.claim_mask to match. */
 #define SS_CLAIM_SLOTS (1 << 16)
 
 struct ss_claim_slot {
@@ -612,14 +611,18 @@ struct ss_claim_slot {
 	__u64 pad;
 };
 
-/* A global array, not an array map: a receive reaches its slot by an address computed in a
- * register, where a map lookup stores the key to the stack, reads it back, checks bounds and
- * returns a pointer to test, and looks like a call to the compiler (which spills around it). */
-struct ss_claim_slot ss_claims[SS_CLAIM_SLOTS] SEC(".bss.claims");
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SS_CLAIM_SLOTS);
+	__type(key, __u32);
+	__type(value, struct ss_claim_slot);
+} ss_claims SEC(".maps");
 
 static __always_inline struct ss_claim_slot *ss_claim_slot(__u64 cookie)
 {
-	return &ss_claims[cookie & ss_cfg.claim_mask & (SS_CLAIM_SLOTS - 1)];
+	__u32 idx = cookie & ss_cfg.claim_mask;
+
+	return bpf_map_lookup_elem(&ss_claims, &idx);
 }
 
 /* A socket's claim state: its slot if it holds one, else its storage's (st may be NULL). */
@@ -627,7 +630,7 @@ static __always_inline struct ss_rxclaim *ss_claim_find(__u64 cookie, struct ss_
 {
 	struct ss_claim_slot *s = ss_claim_slot(cookie);
 
-	if (s->cookie == cookie)
+	if (s && s->cookie == cookie)
 		return &s->c;
 	return st ? &st->c : NULL;
 }
@@ -640,8 +643,8 @@ static __always_inline struct ss_rxclaim *ss_claim_begin(__u64 cookie, struct ss
 	struct ss_rxclaim *c = NULL;
 	union ss_seqtag at;
 
-	if (s->cookie == cookie ||
-	    ((!st || !st->c.valid) && __sync_val_compare_and_swap(&s->cookie, 0, cookie) == 0))
+	if (s && (s->cookie == cookie ||
+		  ((!st || !st->c.valid) && __sync_val_compare_and_swap(&s->cookie, 0, cookie) == 0)))
 		c = &s->c;
 	else if (st)
 		c = &st->c;
@@ -660,7 +663,7 @@ static __always_inline void ss_claim_end(__u64 cookie, struct ss_rxseq *st)
 {
 	struct ss_claim_slot *s = ss_claim_slot(cookie);
 
-	if (s->cookie != cookie)
+	if (!s || s->cookie != cookie)
 		return;
 	if (st)
 		st->c.tgid = s->c.tgid;
@@ -712,7 +715,7 @@ static __always_inline __u32 ss_claim(struct sock *sk, struct tcp_sock *tp, stru
 
 	cur.word = c->at.word;
 	delta = seq - cur.seq; /* u32: sequence wrap is fine */
-	if (delta - 1 >= (1U << 30)) /* one test for delta == 0 || delta > 1 << 30 */
+	if (delta == 0 || delta > (1U << 30))
 		return 0;
 	next.word = cur.word;
 	next.seq = seq;
@@ -720,8 +723,9 @@ static __always_inline __u32 ss_claim(struct sock *sk, struct tcp_sock *tp, stru
 		return 0;
 	/* A consumed FIN advances copied_seq by one (tcp_recvmsg and tcp_read_sock alike): once
 	 * the peer's FIN is in (SOCK_DONE) and all is consumed, one of those numbers was no byte. */
-	if ((sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) &&
-	    !c->fin_seen && seq == tp->rcv_nxt) { /* SOCK_DONE first: false on almost every call */
+	if (!c->fin_seen &&
+	    (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) &&
+	    seq == tp->rcv_nxt) { /* rcv_nxt last: this test is false on almost every call */
 		c->fin_seen = 1;
 		delta--;
 	}
@@ -800,16 +804,15 @@ static __noinline int ss_tcp_rx_slow(struct sock *sk, __u64 cookie, int ret, __u
 	return bytes < 0 ? ret : bytes;
 }
 
-/* A TCP receive's bytes off the fast path (which claims in the socket's slot itself, in
- * ss_on_recv): what it claims of copied_seq. */
-static __always_inline int ss_tcp_rx(struct sock *sk, __u64 cookie, int ret, __u32 tgid)
+/* A TCP receive's bytes: what it claims of copied_seq. cast: see ss_tcp_sock. */
+static __always_inline int ss_tcp_rx(struct sock *sk, __u64 cookie, int ret, __u32 tgid, int cast)
 {
 	struct ss_claim_slot *s = ss_claim_slot(cookie);
 	struct tcp_sock *tp;
 
-	if (s->cookie != cookie || !s->c.valid)
+	if (!s || s->cookie != cookie || !s->c.valid)
 		return ss_tcp_rx_slow(sk, cookie, ret, tgid);
-	tp = bpf_skc_to_tcp_sock(sk);
+	tp = ss_tcp_sock(sk, cast);
 	if (!tp)
 		return ret;
 	if (s->c.tgid != tgid)
@@ -920,44 +923,37 @@ static __always_inline struct ss_hot *ss_hot_hit(struct sock *sk, __u64 cookie, 
 	return hot;
 }
 
-/* The fast paths below keep as few values alive across what the compiler sees as a call (the
- * slot's map lookup, inlined only later by the verifier) as they can, since a BPF program has
- * four registers that survive a call and a fifth value goes to the stack and back: the tgid,
- * not pid_tgid (the slow paths ask for it again), and the cookie read from the socket again
- * rather than kept. Every way off a fast path is a call in tail position, whose result is
- * returned: nothing of the frame has to outlive it. */
-
 /* Count a send that returned ret, off the fast path. sk is a BTF pointer (tp_btf, fexit). */
-static __noinline int ss_send_slow(struct sock *sk, int ret)
+static __noinline int ss_send_slow(struct sock *sk, int ret, __u64 pid_tgid)
 {
 	__u16 family = sk->__sk_common.skc_family, protocol = sk->sk_protocol;
 	__u8 state = sk->__sk_common.skc_state;
 
-	ss_count_miss(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_TX,
-		      bpf_get_current_pid_tgid(), ss_hot_kind(family, protocol));
+	ss_count_miss(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_TX, pid_tgid,
+		 ss_hot_kind(family, protocol));
 	return 0;
 }
 
 static __always_inline int ss_on_send(struct sock *sk, int ret)
 {
 	struct ss_hot *hot;
+	__u64 pid_tgid;
 
 	if (ret <= 0 || !sk || !ss_is_counted(sk->__sk_common.skc_family))
 		return 0;
-	hot = ss_hot_hit(sk, sk->__sk_common.skc_cookie.counter, bpf_get_current_pid_tgid() >> 32);
+	pid_tgid = bpf_get_current_pid_tgid();
+	hot = ss_hot_hit(sk, sk->__sk_common.skc_cookie.counter, pid_tgid >> 32);
 	if (!hot)
-		return ss_send_slow(sk, ret);
+		return ss_send_slow(sk, ret, pid_tgid);
 	hot->val.tx_bytes += ret;
 	hot->val.tx_calls += 1;
 	return 0;
 }
 
-/* Count a receive that returned ret, off the fast path (a MSG_PEEK, a key not in its slot, a
- * TCP socket whose claim is not in its slot of ss_claims). */
-static __noinline int ss_recv_slow(struct sock *sk, int ret, int flags)
+/* Count a receive that returned ret, off the fast path (a MSG_PEEK, a key not in its slot). */
+static __noinline int ss_recv_slow(struct sock *sk, int ret, int flags, __u64 pid_tgid)
 {
 	__u16 family = sk->__sk_common.skc_family, protocol = sk->sk_protocol;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	int orig = ret; /* what the call returned (the TCP claim may differ) */
 
 	if (flags & MSG_PEEK) {
@@ -969,7 +965,7 @@ static __noinline int ss_recv_slow(struct sock *sk, int ret, int flags)
 	__u16 peer_port;
 
 	if (ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET)
-		ret = ss_tcp_rx(sk, cookie, ret, pid_tgid >> 32);
+		ret = ss_tcp_rx(sk, cookie, ret, pid_tgid >> 32, 0);
 
 	peer_port = ss_count_miss(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, SS_RX, pid_tgid,
 			     ss_hot_kind(family, protocol));
@@ -981,42 +977,27 @@ static __noinline int ss_recv_slow(struct sock *sk, int ret, int flags)
 /* cast: the caller is a tracepoint program (see ss_tcp_sock). */
 static __always_inline int ss_on_recv(struct sock *sk, int ret, int flags, int cast)
 {
-	struct ss_claim_slot *s;
 	struct ss_hot *hot;
-	struct tcp_sock *tp;
-	__u64 cookie;
-	__u32 tgid;
+	__u64 pid_tgid, cookie;
+	__u32 kind;
 	int bytes;
 
 	if (ret <= 0 || !sk || !ss_is_counted(sk->__sk_common.skc_family))
 		return 0;
-	if (flags & MSG_PEEK)
-		return ss_recv_slow(sk, ret, flags);
-	tgid = bpf_get_current_pid_tgid() >> 32;
-	hot = ss_hot_hit(sk, sk->__sk_common.skc_cookie.counter, tgid);
+	pid_tgid = bpf_get_current_pid_tgid();
+	cookie = sk->__sk_common.skc_cookie.counter;
+	hot = flags & MSG_PEEK ? NULL : ss_hot_hit(sk, cookie, pid_tgid >> 32);
 	if (!hot)
-		return ss_recv_slow(sk, ret, 0);
+		return ss_recv_slow(sk, ret, flags, pid_tgid);
+	kind = hot->kind;
 	bytes = ret;
-	if (hot->kind & SS_HOT_CLAIM) {
-		/* The socket's claim in its slot of ss_claims; else (first read, state in its storage)
-		 * the slow path, which finds the key in its slot and adds there. */
-		tp = ss_tcp_sock(sk, cast);
-		if (!tp)
-			return ss_recv_slow(sk, ret, 0);
-		cookie = sk->__sk_common.skc_cookie.counter;
-		s = &ss_claims[hot->claim & (SS_CLAIM_SLOTS - 1)]; /* ss_claim_slot(cookie) */
-		if (s->cookie != cookie || !s->c.valid)
-			return ss_recv_slow(sk, ret, 0);
-		if (s->c.tgid != tgid)
-			s->c.tgid = tgid;
-		bytes = ss_claim(sk, tp, &s->c);
-	}
+	if (kind & SS_HOT_CLAIM)
+		bytes = ss_tcp_rx(sk, cookie, ret, pid_tgid >> 32, cast);
 	hot->val.rx_bytes += bytes;
 	hot->val.rx_calls += 1;
 	/* Connected: the socket's own peer is the datagram's (ss_is_dns). */
-	if ((hot->kind & SS_HOT_DNS) && sk->__sk_common.skc_dport == bpf_htons(53))
-		ss_dns_capture(sk, sk->__sk_common.skc_cookie.counter, tgid, ret,
-			       hot->kind & SS_HOT_UDP ? IPPROTO_UDP : IPPROTO_TCP);
+	if ((kind & SS_HOT_DNS) && sk->__sk_common.skc_dport == bpf_htons(53))
+		ss_dns_capture(sk, cookie, pid_tgid >> 32, ret, kind & SS_HOT_UDP ? IPPROTO_UDP : IPPROTO_TCP);
 	return 0;
 }
 

@@ -57,11 +57,7 @@ struct ss_hot {
 	__u32 tgid;
 	__u32 kind; /* enum ss_hot_flag bits */
 	struct ss_flow_val val;
-	/* SS_HOT_CLAIM: the socket's slot of ss_claims (its cookie & ss_cfg.claim_mask), so a
-	 * receive does not read the settings' page for the mask. */
-	__u32 claim;
-	__u32 pad32;
-	__u64 pad;
+	__u64 pad[2];
 };
 
 enum ss_initiator {

@@ -243,10 +243,10 @@ def test_tcp_reads_stay_exact_when_sockets_share_one_claim_slot(
         assert_counts(tally, srv, s_done)
 
     def holder() -> int:
-        claims = one_claim_slot.collector.obj.map(".bss.claims")  # the global array ss_claims
+        claims = one_claim_slot.collector.obj.map("ss_claims")
         raw = ctypes.create_string_buffer(claims.value_size)
         assert claims.lookup_into(ctypes.c_uint32(0), raw)
-        return int.from_bytes(raw.raw[:8], sys.byteorder)  # slot 0's holder's cookie, 0: none
+        return int.from_bytes(raw.raw[:8], sys.byteorder)  # the holder's cookie, 0: none
 
     with socket.create_server(("127.0.0.1", 0)) as ls, socket.create_connection(ls.getsockname()) as c:
         s, _ = ls.accept()

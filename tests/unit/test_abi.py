@@ -73,16 +73,6 @@ def test_hot_slots_match_the_maps() -> None:
         obj.close()
 
 
-def test_claim_slots_match_the_array() -> None:
-    from sockscope.bpf.libbpf import Object
-
-    obj = Object(str(default_object_path()))
-    try:
-        assert obj.map(".bss.claims").value_size == abi.CLAIM_SLOTS * abi.CLAIM_SLOT_SIZE
-    finally:
-        obj.close()
-
-
 def test_the_flow_key_struct_matches_the_mirror() -> None:
     k = abi.FlowKey(cookie=2**63 + 5, tgid=4_000_000, rport=53, raddr=(ctypes.c_uint8 * 16)(*range(16)))
     assert abi.FLOW_KEY.size == ctypes.sizeof(abi.FlowKey)

@@ -8,7 +8,6 @@ import json
 import pytest
 
 from sockscope import cli
-from sockscope.bpf import abi
 from sockscope.bpf.loader import CollectorError, CollectorOptions, missing_privileges
 from sockscope.collector.source import FakeSource, Source
 from tests.samples import interval, process
@@ -198,13 +197,7 @@ def test_report_csv_to_a_terminal_escapes_control_characters(tmp_path) -> None:
 @pytest.mark.parametrize("n", [0, 3, 65535, -4])
 def test_claim_slots_must_be_a_power_of_two(n: int) -> None:
     # ss_claims is indexed by cookie & (slots - 1): any other size would leave slots unused or
-    # index past the array.
+    # index past the map.
     with pytest.raises(ValueError, match="power of two"):
         CollectorOptions(claim_slots=n)
     assert CollectorOptions(claim_slots=1).claim_slots == 1
-
-
-def test_claim_slots_fit_the_array() -> None:
-    with pytest.raises(ValueError, match="at most 65536"):
-        CollectorOptions(claim_slots=2 * abi.CLAIM_SLOTS)
-    assert CollectorOptions().claim_slots == abi.CLAIM_SLOTS

@@ -54,8 +54,6 @@ class EventFlags(IntFlag):
 SS_STAT_MAX = 8
 SS_DNS_MAX = 2048
 HOT_SLOTS = 64  # SS_HOT_SLOTS: slots per CPU in each of the two sets of the hot-key cache (ss_hot)
-CLAIM_SLOTS = 65536  # SS_CLAIM_SLOTS: the global array ss_claims (section .bss.claims) that TCP claims use
-CLAIM_SLOT_SIZE = 32  # sizeof(struct ss_claim_slot)
 
 
 class FlowKey(ctypes.Structure):
@@ -87,9 +85,7 @@ class Hot(ctypes.Structure):
         ("tgid", c_uint32),
         ("kind", c_uint32),
         ("val", FlowVal),
-        ("claim", c_uint32),
-        ("pad32", c_uint32),
-        ("pad", c_uint64),
+        ("pad", c_uint64 * 2),
     ]
 
 

@@ -119,17 +119,14 @@ class CollectorOptions:
     # Live events (sockscope.events): listeners, TCP ends with totals and UDP flow starts in the
     # ring buffer too, read as they come by a thread of their own.
     live: bool = False
-    # Slots of ss_claims used (a power of two, at most the array's abi.CLAIM_SLOTS), where TCP
-    # sockets keep how far their reads were counted; a socket whose slot another holds uses its
-    # socket storage (slower, as exact). Fewer only in tests, to make sockets share slots.
-    claim_slots: int = abi.CLAIM_SLOTS
+    # Slots of ss_claims (a power of two), where TCP sockets keep how far their reads were
+    # counted; a socket whose slot another holds uses its socket storage (slower, as exact).
+    claim_slots: int = 65536
 
     def __post_init__(self) -> None:
         n = self.claim_slots
         if n < 1 or n & (n - 1):
             raise ValueError(f"claim_slots must be a power of two, got {n}")
-        if n > abi.CLAIM_SLOTS:
-            raise ValueError(f"claim_slots must be at most {abi.CLAIM_SLOTS} (the size of ss_claims), got {n}")
 
 
 def count_groups_for(hooks: str) -> tuple[str, ...]:
@@ -270,6 +267,7 @@ class Collector(Reads):
                 obj.map(name).set_max_entries(self.options.max_flows)
             obj.map("ss_socks").set_max_entries(self.options.max_sockets)
             obj.map("ss_procs").set_max_entries(self.options.max_processes)
+            obj.map("ss_claims").set_max_entries(self.options.claim_slots)
             cfg = abi.Config(
                 capture_args=int(self.options.capture_args),
                 tcp_rx_by_seq=int(self.options.splice),
