@@ -16,7 +16,8 @@ First (bench/percall_toggle.py, the steadier figures): a ping-pong process per m
 its short timed batches (--toggle-batch-ms) the bench attaches and detaches none / the floor / a
 minimal counter / sockscope's collector loaded in this process; --toggle-reps repetitions, medians
 of differences to `none`, in --toggle-blocks blocks, each with a fresh ping-pong and every monitor
-loaded anew (a load's placement in memory moves its figure by several ns).
+loaded anew (a load's placement in memory moves its figure by several ns), with a second load of
+sockscope as the control (how far rows must be apart to be told apart).
 
 Then, configurations as separate processes, alternated within each of --pairs repetitions: per repetition and mode, each
 configuration once, back to back (order rotated each time):
@@ -96,8 +97,10 @@ from bench.percall_report import (  # noqa: E402
     userspace_lines,
 )
 from bench.percall_toggle import (  # noqa: E402
+    AGAIN,
     CONFIGS,
     COUNTER,
+    aa_gaps,
     block_spread,
     measure_toggled,
     switches,
@@ -199,7 +202,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--toggle-reps", type=int, help="repetitions of the toggled section (default 301; --quick: 20)")
     p.add_argument("--toggle-blocks", type=int,
                    help="the toggled repetitions' blocks, each with a fresh ping-pong and monitors loaded anew "
-                   "(default 10; --quick: 2)")  # fmt: skip
+                   "(default 30; --quick: 2)")  # fmt: skip
     p.add_argument("--toggle-stats", action="store_true",
                    help="bpf_stats on in the toggled section: each configuration's programs' ns per run, median "
                    "of the blocks (its clock reads inflate every added ns: for comparing bodies)")  # fmt: skip
@@ -230,7 +233,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     a.pairs = a.pairs or (2 if a.quick else 7)
     a.seconds = a.seconds or (0.3 if a.quick else 1.5)
     a.toggle_reps = a.toggle_reps or (20 if a.quick else 301)
-    a.toggle_blocks = a.toggle_blocks or (2 if a.quick else 10)
+    a.toggle_blocks = a.toggle_blocks or (2 if a.quick else 30)
     a.conns = a.conns or ([1000] if a.quick else [5_000, 10_000])
     a.window = a.window or (5.0 if a.quick else 20.0)
     if min(a.pairs, a.repeats, *a.conns, a.toggle_reps, a.toggle_blocks) < 1:
@@ -330,6 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\nThe same differences' median within each of the {a.toggle_blocks} blocks (each block its own loads):\n"
         )
         print(block_spread(run.toggled, modes))
+        gaps = aa_gaps(run.toggled, modes)
+        if gaps:
+            cells = ", ".join(f"{mode} {gap:.1f}" for mode, gap in gaps.items())
+            print(f"\nThe control, `{AGAIN}` (the same build as `sockscope`): the two rows' medians differ by")
+            print(f"{cells} ns a round: rows closer than that are not told apart by this run.")
     if run.toggled_stats:
         print("\n## The toggled programs' run time (--toggle-stats: kernel.bpf_stats_enabled=1 in that section)\n")
         print("ns per run of the send and the receive program, median of the blocks' own (each block its own loads);")

@@ -14,7 +14,10 @@ its sockets, and between its batches the bench attaches and detaches programs:
              read every second (as `top` does, on the other CPUs); only its programs on the two
              tracepoints (ss_tp_send, ss_tp_recv) are detached between its batches, the rest
              stays attached (none of it runs on the ping-pong's path);
-  sockscope --no-splice  a second collector, TCP receives counted by the calls' return values.
+  sockscope --no-splice  a second collector, TCP receives counted by the calls' return values;
+  sockscope, loaded again  a third collector, the same build and options as `sockscope`: the
+             control. Two loads of one build differ by where their maps land, so the gap between
+             the two rows is how far apart rows must be to be told apart (aa_gaps).
 
 Per repetition every configuration runs one short batch (--toggle-batch-ms), back to back, in
 an order from a design balanced for what runs just before (balanced_orders); a configuration's
@@ -46,7 +49,8 @@ from bench.percall_parts import FLOOR_SEND_RECV, Floor, Mode, bpftool_progs
 
 COUNTER = ("count_send", "count_recv")
 SOCKSCOPE_PROGS = ("ss_tp_send", "ss_tp_recv")
-CONFIGS = ("none", "floor", "counter", "sockscope", "sockscope --no-splice")
+AGAIN = "sockscope, loaded again"
+CONFIGS = ("none", "floor", "counter", "sockscope", "sockscope --no-splice", AGAIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +176,7 @@ def switches(
         raise BenchError(f"unknown toggled configuration {unknown[0]!r}")
     loads: list[tuple[str, Callable[[], InProcessSockscope] | None]] = [("floor", None)]
     loads += [
-        (c, functools.partial(InProcessSockscope, splice=c == "sockscope"))
+        (c, functools.partial(InProcessSockscope, splice=c != "sockscope --no-splice"))
         for c in configs
         if c.startswith("sockscope")
     ]
@@ -278,7 +282,7 @@ def measure_toggled(
                                     b, s.name, m.name, prog, int(p.get("run_cnt", 0)), int(p.get("run_time_ns", 0))
                                 )
                             )
-        names = list(dict.fromkeys(s.config for s in out if s.mode == m.name))[1:]
+        names = [c for c in config_order([s for s in out if s.mode == m.name]) if c != "none"]
         meds = [(name, statistics.median(toggled_added(out, name, m.name))) for name in names]
         summary = ", ".join(f"{name} {med:+.1f}" for name, med in meds)
         log(f"toggled {m.name}: {reps} repetitions in {blocks} blocks; added ns: {summary}")
@@ -289,6 +293,13 @@ def measure_toggled(
             log(f"toggled {m.name}: WARNING: in-process collectors never read (blocks under 1 s?): {', '.join(unread)}")
         log(f"toggled {m.name}: in-process collectors read {min(reads.values(), default=0)} times or more each")
     return out
+
+
+def config_order(samples: Sequence[ToggleSample]) -> list[str]:
+    """The configurations present, CONFIGS' own first, then the others (--toggle-object) as seen:
+    the rows' order, whatever order the batches ran in."""
+    seen = list(dict.fromkeys(s.config for s in samples))
+    return [c for c in CONFIGS if c in seen] + [c for c in seen if c not in CONFIGS]
 
 
 def toggled_added(samples: Sequence[ToggleSample], config: str, mode: str) -> list[float]:
@@ -322,9 +333,8 @@ def toggled_table(samples: Sequence[ToggleSample], modes: Sequence[Mode]) -> str
         ratio = f" ({med / fmed:.2f}x)" if fmed > 0 else ""
         return f"+{med:.1f}{ratio} [{q[0]:+.0f}..{q[2]:+.0f}]"
 
-    configs = list(dict.fromkeys(s.config for s in samples))
     return config_table(
-        configs,
+        config_order(samples),
         modes,
         "added ns (ratio to floor) [quartiles]",
         cell,
@@ -345,8 +355,19 @@ def block_spread(samples: Sequence[ToggleSample], modes: Sequence[Mode]) -> str:
                 meds.append(statistics.median(mine))
         return f"{min(meds):+.0f}..{max(meds):+.0f}" if meds else "-"
 
-    configs = [c for c in dict.fromkeys(s.config for s in samples) if c != "none"]
+    configs = [c for c in config_order(samples) if c != "none"]
     return config_table(configs, modes, "block medians, lowest..highest", cell)
+
+
+def aa_gaps(samples: Sequence[ToggleSample], modes: Sequence[Mode]) -> dict[str, float]:
+    """Per mode, |median added ns of sockscope - that of its second load|: the same code, so the
+    gap is what placement alone does to a row (empty where either row is missing)."""
+    out: dict[str, float] = {}
+    for m in modes:
+        one, two = toggled_added(samples, "sockscope", m.name), toggled_added(samples, AGAIN, m.name)
+        if one and two:
+            out[m.name] = abs(statistics.median(one) - statistics.median(two))
+    return out
 
 
 def toggled_stats_table(stats: Sequence[ToggleStat], modes: Sequence[Mode]) -> str:

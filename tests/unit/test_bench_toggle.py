@@ -6,11 +6,14 @@ import pytest
 
 from bench.percall_parts import Mode
 from bench.percall_toggle import (
+    AGAIN,
     ToggleSample,
     ToggleStat,
+    aa_gaps,
     balanced_orders,
     block_spread,
     blocks_of,
+    config_order,
     toggled_added,
     toggled_stats_table,
     toggled_table,
@@ -93,3 +96,14 @@ def test_balanced_orders_put_each_configuration_after_every_other_equally_often(
 
 def test_one_configuration_has_one_order() -> None:
     assert balanced_orders(1) == [[0]]
+
+
+def test_the_control_gap_is_the_distance_between_the_two_loads_medians() -> None:
+    s = samples({"none": [800.0] * 3, "sockscope": [890.0, 895.0, 900.0], AGAIN: [880.0, 884.0, 900.0]})
+    assert aa_gaps(s, [UDP]) == {"udp": 11.0}
+    assert aa_gaps(samples({"none": [800.0], "sockscope": [890.0]}), [UDP]) == {}
+
+
+def test_rows_come_in_the_configurations_own_order_whatever_ran_first() -> None:
+    s = samples({"before": [1.0], "counter": [1.0], AGAIN: [1.0], "none": [1.0], "floor": [1.0], "after": [1.0]})
+    assert config_order(s) == ["none", "floor", "counter", AGAIN, "before", "after"]
