@@ -82,7 +82,7 @@ bench: setup
 	$(BIN)/python bench/overhead.py --pairs 7 --seconds 5 --json bench/results/overhead.json | tee bench/results/overhead.md
 
 ## bench-percall: per-call cost against empty programs on the same tracepoints, and the user-space
-## cost at 10,000 and 20,000 socket ends (about 10 minutes); writes bench/results/percall.{md,json}
+## cost at 10,000 and 20,000 socket ends (about 15 minutes); writes bench/results/percall.{md,json}
 .PHONY: bench-percall bench-soak
 bench-percall: setup
 	mkdir -p bench/results
@@ -108,7 +108,7 @@ bench-soak: setup
 	mkdir -p bench/results
 	$(BIN)/python bench/soak.py --json bench/results/soak.json | tee bench/results/soak.md
 
-## bench-compare: sockscope vs nethogs, a bpftrace one-liner and no monitor, side by side (about 10 minutes);
+## bench-compare: sockscope vs nethogs, a bpftrace one-liner and no monitor, side by side (about 15 minutes);
 ## installs the tools it compares (scripts/install-bench-deps.sh), writes bench/results/compare.{md,json,png}
 .PHONY: bench-compare
 bench-compare: setup
