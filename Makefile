@@ -108,7 +108,7 @@ bench-soak: setup
 	mkdir -p bench/results
 	$(BIN)/python bench/soak.py --json bench/results/soak.json | tee bench/results/soak.md
 
-## bench-compare: sockscope vs nethogs, a bpftrace one-liner and no monitor, side by side (about 15 minutes);
+## bench-compare: sockscope vs nethogs, a bpftrace one-liner and no monitor, side by side (about 10 minutes);
 ## installs the tools it compares (scripts/install-bench-deps.sh), writes bench/results/compare.{md,json,png}
 .PHONY: bench-compare
 bench-compare: setup
