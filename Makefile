@@ -82,7 +82,7 @@ bench: setup
 	$(BIN)/python bench/overhead.py --pairs 7 --seconds 5 --json bench/results/overhead.json | tee bench/results/overhead.md
 
 ## bench-percall: per-call cost against empty programs on the same tracepoints, and the user-space
-## cost at 10,000 and 20,000 socket ends (about 15 minutes); writes bench/results/percall.{md,json}
+## cost at 10,000 and 20,000 socket ends (about 12 minutes); writes bench/results/percall.{md,json}
 .PHONY: bench-percall bench-soak
 bench-percall: setup
 	mkdir -p bench/results
