@@ -2,7 +2,8 @@
 /* The floor of any per-call monitor, for bench/percall.py: EMPTY programs on the hooks
  * sockscope uses on every send and receive. Their cost is the invocation alone (trampoline,
  * retpolined indirect call, return). percall.py attaches floor_send and floor_recv for the
- * "floor" configuration, and floor_rcvspace as well for "floor+3".
+ * "floor" configuration, and floor_rcvspace as well for "floor+3"; with --hooks fentry or
+ * kprobe, the programs of that group below.
  * Compiled at run time: clang -g -O2 -target bpf -D__TARGET_ARCH_x86 -I build -c floor.bpf.c
  */
 #include "vmlinux.h"
@@ -26,6 +27,46 @@ int floor_recv(void *ctx)
 
 SEC("tp_btf/tcp_rcv_space_adjust")
 int floor_rcvspace(void *ctx)
+{
+	return 0;
+}
+
+/* The same floor for the fallback hook groups (bench/percall.py --hooks), on the functions
+ * sockscope's groups hook that the bench's IPv4 calls pass: fexit ("fentry"), and kprobe with
+ * kretprobe ("kprobe", whose returns are what count). Loaded only where the group is measured
+ * (Floor's names): a kernel without the length tracepoints has no tp_btf programs above. */
+SEC("fexit/inet_sendmsg")
+int floor_fx_send(void *ctx)
+{
+	return 0;
+}
+
+SEC("fexit/inet_recvmsg")
+int floor_fx_recv(void *ctx)
+{
+	return 0;
+}
+
+SEC("kprobe/inet_sendmsg")
+int floor_kp_send(void *ctx)
+{
+	return 0;
+}
+
+SEC("kretprobe/inet_sendmsg")
+int floor_krp_send(void *ctx)
+{
+	return 0;
+}
+
+SEC("kprobe/inet_recvmsg")
+int floor_kp_recv(void *ctx)
+{
+	return 0;
+}
+
+SEC("kretprobe/inet_recvmsg")
+int floor_krp_recv(void *ctx)
 {
 	return 0;
 }
@@ -83,4 +124,18 @@ SEC("tp_btf/sock_recv_length")
 int BPF_PROG(count_recv, struct sock *sk, int ret, int flags)
 {
 	return count(sk, ret, 1);
+}
+
+/* The counter in the fentry group: the same body, on fexit (the kprobe group has no counter: its
+ * return cannot see the socket without an entry program to stash it, no longer the least). */
+SEC("fexit/inet_sendmsg")
+int BPF_PROG(count_fx_send, struct socket *sock, struct msghdr *msg, size_t size, int ret)
+{
+	return count(sock->sk, ret, 0);
+}
+
+SEC("fexit/inet_recvmsg")
+int BPF_PROG(count_fx_recv, struct socket *sock, struct msghdr *msg, size_t size, int flags, int ret)
+{
+	return count(sock->sk, ret, 1);
 }

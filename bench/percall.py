@@ -17,7 +17,10 @@ its short timed batches (--toggle-batch-ms) the bench attaches and detaches none
 minimal counter / sockscope's collector loaded in this process; --toggle-reps repetitions, medians
 of differences to `none`, in --toggle-blocks blocks, each with a fresh ping-pong and every monitor
 loaded anew (a load's placement in memory moves its figure by several ns), with a second load of
-sockscope as the control (how far rows must be apart to be told apart).
+sockscope as the control (how far rows must be apart to be told apart). --hooks fentry|kprobe
+measures that hook group there instead (sockscope's collector with the group forced, the floor
+empty programs on the group's hooks: fexit, or kprobe + kretprobe, on inet_sendmsg and
+inet_recvmsg), for kernels without the length tracepoints; the next two sections are then skipped.
 
 Then, configurations as separate processes, alternated within each of --pairs repetitions: per repetition and mode, each
 configuration once, back to back (order rotated each time):
@@ -68,7 +71,6 @@ if str(REPO_ROOT) not in sys.path:
 from bench.overhead import BenchError, Children, _raise_interrupt, log  # noqa: E402
 from bench.percall_parts import (  # noqa: E402
     FLOOR_ALL,
-    FLOOR_SEND_RECV,
     MODES,
     Floor,
     Mode,
@@ -98,10 +100,12 @@ from bench.percall_report import (  # noqa: E402
 )
 from bench.percall_toggle import (  # noqa: E402
     AGAIN,
-    CONFIGS,
     COUNTER,
+    HOOK_GROUPS,
     aa_gaps,
     block_spread,
+    group_configs,
+    hook_set,
     measure_toggled,
     switches,
     toggled_stats_table,
@@ -119,7 +123,7 @@ DEFAULT_VARIANTS = ("sockscope=", "sockscope --no-splice=--no-splice")
 @dataclasses.dataclass(frozen=True, slots=True)
 class Ctx:
     pp: PingPong
-    floor: Floor
+    floor: Floor | None  # the tracepoint group's, for the sections of a process per configuration
     sockscope: Path
     workdir: Path
     modes: Sequence[Mode]
@@ -134,6 +138,12 @@ def calibrate(children: Children, pp: PingPong, modes: Sequence[Mode]) -> dict[s
 
 def rounds_for(ns: dict[str, float], seconds: float) -> dict[str, int]:
     return {mode: max(1000, int(seconds * 1e9 / v)) for mode, v in ns.items()}
+
+
+def need_floor(ctx: Ctx) -> Floor:
+    if ctx.floor is None:
+        raise BenchError("the floor of the tracepoint group was not loaded for this section")
+    return ctx.floor
 
 
 def check_foreign(ctx: Ctx, run: Run) -> None:
@@ -155,7 +165,7 @@ def measure(children: Children, ctx: Ctx, run: Run, setups: Sequence[Setup], pai
         check_foreign(ctx, run)
         for i, m in enumerate(ctx.modes):
             for st in rotated(setups, rep + i):
-                with activate(st, children, ctx.floor, ctx.sockscope, ctx.workdir, len(run.samples)) as act:
+                with activate(st, children, need_floor(ctx), ctx.sockscope, ctx.workdir, len(run.samples)) as act:
                     if act.startup_s is not None:
                         run.startups.setdefault(st.name, []).append(act.startup_s)
                     res = ctx.pp.run(children, m, run.rounds[m.name])
@@ -169,7 +179,7 @@ def measure_stats(children: Children, ctx: Ctx, run: Run, setups: Sequence[Setup
         for st in setups:
             if st.kind == "none":
                 continue
-            with activate(st, children, ctx.floor, ctx.sockscope, ctx.workdir, 50_000 + len(run.stats)) as act:
+            with activate(st, children, need_floor(ctx), ctx.sockscope, ctx.workdir, 50_000 + len(run.stats)) as act:
                 for m in ctx.modes:
                     before = watched_stats(ctx.bpftool, act)
                     res = ctx.pp.run(children, m, run.rounds[m.name])
@@ -210,6 +220,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="length of one toggled batch in ms (default 15)")  # fmt: skip
     p.add_argument("--toggle-object", action="append", default=[], type=parse_toggle_object, metavar="NAME=PATH",
                    help="also toggle this build of sockscope.bpf.o (an earlier commit's, say) under NAME")  # fmt: skip
+    p.add_argument("--hooks", choices=HOOK_GROUPS, default="tracepoint",
+                   help="the hook group measured in the toggled section (default tracepoint): fentry or kprobe for "
+                   "kernels without the length tracepoints; its floor is empty programs on that group's hooks. "
+                   "The sections of a process per configuration and bpf_stats measure the tracepoint group "
+                   "alone: skipped with another group")  # fmt: skip
     p.add_argument("--repeats", type=int, default=5, help="timed batches per ping-pong process (default 5)")
     p.add_argument("--quick", action="store_true", help="a fast smoke run: 2 pairs, short runs, 1000 connections")
     p.add_argument("--variant", action="append", type=parse_variant, metavar="NAME=ARGS",
@@ -240,6 +255,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error("--pairs, --repeats, --conns, --toggle-reps, --toggle-blocks >= 1")
     if min(a.seconds, a.window, a.toggle_batch_ms) <= 0:
         p.error("--seconds, --window, --toggle-batch-ms > 0")
+    if a.hooks != "tracepoint":
+        a.skip = sorted({*a.skip, "percall", "stats"})
     return a
 
 
@@ -262,11 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, _raise_interrupt)
 
     modes = [m for m in MODES if not a.mode or m.name in a.mode]
-    setups = [Setup("none", "none"), Setup("floor", "floor", FLOOR_SEND_RECV)]
-    if not a.no_floor3:
+    group = hook_set(a.hooks)
+    setups = [Setup("none", "none"), Setup("floor", "floor", group.floor)]
+    if not a.no_floor3 and a.hooks == "tracepoint":
         setups.append(Setup("floor+3", "floor", FLOOR_ALL))
     # The minimal counter beside the floor: its bodies in bpf_stats are the scale for sockscope's.
-    setups.append(Setup("counter", "floor", COUNTER))
+    if group.counter:
+        setups.append(Setup("counter", "floor", group.counter))
     setups += a.variant or [parse_variant(v) for v in DEFAULT_VARIANTS]
     workdir = Path(tempfile.mkdtemp(prefix="sockscope-percall-"))
     children, run, floor = Children(), Run(), None
@@ -276,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run.code.append(code_state())
         pp = PingPong(build_pingpong(workdir), a.cpu, 0, a.repeats, 60)
         floor_obj = build_floor(workdir, clang, bpftool, arch)
-        floor = Floor(floor_obj)
+        if "percall" not in a.skip or "stats" not in a.skip:
+            floor = Floor(floor_obj, (*FLOOR_ALL, *COUNTER))
         if len(affinity - {a.cpu}) > 0:
             os.sched_setaffinity(0, affinity - {a.cpu})  # the bench and its sockscope stay off the ping-pong's CPU
         ns = calibrate(children, pp, modes)
@@ -290,7 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "toggled" not in a.skip:
             check_foreign(ctx, run)
             stats_tool = bpftool if a.toggle_stats else None
-            make = functools.partial(switches, floor_obj, CONFIGS, a.toggle_object, bpftool=stats_tool)
+            make = functools.partial(
+                switches, floor_obj, group_configs(group), a.toggle_object, bpftool=stats_tool, hooks=group
+            )
             with bpf_stats_enabled() if a.toggle_stats else contextlib.nullcontext():
                 run.toggled = measure_toggled(
                     children, pp.exe, a.cpu, modes, make, a.toggle_reps, a.toggle_blocks, run.toggle_rounds,

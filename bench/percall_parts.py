@@ -152,14 +152,19 @@ class PingPong:
 
 
 class Floor:
-    """bench/floor.bpf.c loaded once through sockscope's own libbpf binding; attach() per run."""
+    """bench/floor.bpf.c loaded once through sockscope's own libbpf binding; attach() per run.
+    `names`: the programs loaded (a kernel lacks some groups' hooks: tp_btf before 6.3, fexit
+    where it is refused); all when None."""
 
-    def __init__(self, obj_path: Path) -> None:
+    def __init__(self, obj_path: Path, names: Sequence[str] | None = None) -> None:
         from sockscope.bpf.libbpf import Link, Object, Program
 
         self._links: list[Link] = []
         self._obj = Object(str(obj_path))
         try:
+            if names is not None:
+                for prog in self._obj.programs():
+                    prog.set_autoload(prog.name in names)
             self._obj.load()
         except Exception:
             self._obj.close()

@@ -209,13 +209,17 @@ def header(argv: Sequence[str], a: argparse.Namespace, setups: Sequence[Setup], 
         f"- code measured: {run.code[0] if run.code else 'n/a'}",
         "- the bench and sockscope are pinned to the other CPUs while the ping-pong runs",
     ]
+    hooks = getattr(a, "hooks", "tracepoint")
+    if hooks != "tracepoint":
+        lines.append(f"- hook group (toggled section): **{hooks}**, forced in every sockscope load; its floor: empty"
+                     " programs on the group's hooks (bench/floor.bpf.c)")  # fmt: skip
     for st in setups[1:]:
         if st.kind != "floor":
             what = f"`{shlex.join(['sockscope', 'top', '--json', '--interval', '1', *st.args])}`"
         elif all(p.startswith("count_") for p in st.programs):
             what = f"the minimal counter of bench/floor.bpf.c, {', '.join(st.programs)}"
         else:
-            what = f"empty tp_btf programs {', '.join(st.programs)}"
+            what = f"empty {'tp_btf ' if hooks == 'tracepoint' else ''}programs {', '.join(st.programs)}"
         lines.append(f"- {st.name}: {what}")
     if len(set(run.code)) > 1:
         lines.append(f"- **WARNING: the code changed during the run**; at the end: {run.code[-1]}")

@@ -49,8 +49,44 @@ from bench.percall_parts import FLOOR_SEND_RECV, Floor, Mode, bpftool_progs
 
 COUNTER = ("count_send", "count_recv")
 SOCKSCOPE_PROGS = ("ss_tp_send", "ss_tp_recv")
+HOOK_GROUPS = ("tracepoint", "fentry", "kprobe")
 AGAIN = "sockscope, loaded again"
 CONFIGS = ("none", "floor", "counter", "sockscope", "sockscope --no-splice", AGAIN)
+
+
+@dataclass(frozen=True, slots=True)
+class HookSet:
+    """What one hook group's per-call cost is measured on (--hooks): its floor (empty programs on
+    the hooks the bench's IPv4 calls pass), the minimal counter where the group has one, and
+    sockscope's per-call programs, the ones switched (the group's counting programs but those
+    that run once per socket or per read of the collector: the socket's end and the iterator)."""
+
+    group: str
+    floor: tuple[str, ...]
+    counter: tuple[str, ...]
+    sockscope: tuple[str, ...]
+
+
+def hook_set(group: str) -> HookSet:
+    from sockscope.bpf.loader import COUNT_GROUPS, SPLICE_PROGS
+
+    progs = next((g.programs for g in COUNT_GROUPS if g.name == group), None)
+    if progs is None:
+        raise BenchError(f"unknown hook group {group!r}")
+    mine = tuple(p for p in progs if p not in SPLICE_PROGS)
+    if group == "fentry":
+        return HookSet(group, ("floor_fx_send", "floor_fx_recv"), ("count_fx_send", "count_fx_recv"), mine)
+    if group == "kprobe":
+        return HookSet(group, ("floor_kp_send", "floor_krp_send", "floor_kp_recv", "floor_krp_recv"), (), mine)
+    return HookSet(group, FLOOR_SEND_RECV, COUNTER, mine)
+
+
+TRACEPOINT = HookSet("tracepoint", FLOOR_SEND_RECV, COUNTER, SOCKSCOPE_PROGS)
+
+
+def group_configs(hooks: HookSet) -> tuple[str, ...]:
+    """CONFIGS a group can run: no counter where it has none (kprobe)."""
+    return tuple(c for c in CONFIGS if c != "counter" or hooks.counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,18 +153,20 @@ class Served:
 
 
 class InProcessSockscope:
-    """sockscope's collector in this process, read every second by a thread, as top reads it."""
+    """sockscope's collector in this process, read every second by a thread, as top reads it;
+    its hook group forced (hooks.group), its per-call programs (hooks.sockscope) switched."""
 
-    def __init__(self, object_path: str | None = None, splice: bool = True) -> None:
+    def __init__(self, object_path: str | None = None, splice: bool = True, hooks: HookSet = TRACEPOINT) -> None:
         from sockscope.bpf.loader import Collector, CollectorOptions
 
-        opts = CollectorOptions(count_groups=("tracepoint",), object_path=object_path, splice=splice)
+        opts = CollectorOptions(count_groups=(hooks.group,), object_path=object_path, splice=splice)
+        self._progs = hooks.sockscope
         self.collector = Collector(opts)
         self.collector.start()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.reads = 0
-        self.collector.pause(SOCKSCOPE_PROGS)
+        self.collector.pause(self._progs)
         self._thread = threading.Thread(target=self._reader, name="percall-reader", daemon=True)
         self._thread.start()
 
@@ -146,7 +184,7 @@ class InProcessSockscope:
 
     def off(self) -> None:
         with self._lock:
-            self.collector.pause(SOCKSCOPE_PROGS)
+            self.collector.pause(self._progs)
 
     def close(self) -> None:
         self._stop.set()
@@ -164,23 +202,25 @@ def switches(
     objects: Sequence[tuple[str, str]] = (),
     first: int = 0,
     bpftool: str | None = None,
+    hooks: HookSet = TRACEPOINT,
 ) -> Iterator[list[Switch]]:
     """The configurations' switches, every program loaded anew (bench/floor.bpf.o from floor_obj);
     `objects`: (name, path) of other builds of sockscope.bpf.o to compare in the same run (an
     earlier commit's, say), each loaded by a collector of its own. The loads are made in an order
     rotated by `first` (the block's number): which load comes first or second is part of where
     its maps land, so no configuration keeps one place. With `bpftool`, each switch also knows
-    its per-call programs' ids (the programs each load added), for bpf_stats."""
-    unknown = [c for c in configs if c not in CONFIGS]
+    its per-call programs' ids (the programs each load added), for bpf_stats. `hooks`: the hook
+    group measured, the same for every configuration."""
+    unknown = [c for c in configs if c not in group_configs(hooks)]
     if unknown:
-        raise BenchError(f"unknown toggled configuration {unknown[0]!r}")
+        raise BenchError(f"toggled configuration {unknown[0]!r} unknown, or not in hook group {hooks.group}")
     loads: list[tuple[str, Callable[[], InProcessSockscope] | None]] = [("floor", None)]
     loads += [
-        (c, functools.partial(InProcessSockscope, splice=c != "sockscope --no-splice"))
+        (c, functools.partial(InProcessSockscope, splice=c != "sockscope --no-splice", hooks=hooks))
         for c in configs
         if c.startswith("sockscope")
     ]
-    loads += [(name, functools.partial(InProcessSockscope, object_path=path)) for name, path in objects]
+    loads += [(name, functools.partial(InProcessSockscope, object_path=path, hooks=hooks)) for name, path in objects]
     k = first % len(loads)
     floor: Floor | None = None
     mons: dict[str, InProcessSockscope] = {}
@@ -189,7 +229,12 @@ def switches(
         seen = {int(p["id"]) for p in bpftool_progs(bpftool)} if bpftool else set()
         for name, load in [*loads[k:], *loads[:k]]:
             if load is None:
-                floor = Floor(floor_obj)
+                try:
+                    floor = Floor(floor_obj, (*hooks.floor, *hooks.counter))
+                except OSError as exc:  # this kernel refuses the group's hooks (fexit here: EPERM)
+                    why = str(exc).strip()
+                    msg = f"hook group {hooks.group}: this kernel refuses its empty programs ({why})"
+                    raise BenchError(msg) from exc
             else:
                 mons[name] = load()
             if bpftool:  # the programs this load added: those not listed before it
@@ -202,11 +247,11 @@ def switches(
             if name == "none":
                 out.append(Switch(name, lambda: None, lambda: None))
             elif name in ("floor", "counter"):
-                progs = FLOOR_SEND_RECV if name == "floor" else COUNTER
+                progs = hooks.floor if name == "floor" else hooks.counter
                 mine = {p: i for p, i in ids.get("floor", {}).items() if p in progs}
                 out.append(Switch(name, lambda p=progs: floor.attach(p), floor.detach, mine))  # type: ignore[misc]
             else:
-                mine = {p: i for p, i in ids.get(name, {}).items() if p in SOCKSCOPE_PROGS}
+                mine = {p: i for p, i in ids.get(name, {}).items() if p in hooks.sockscope}
                 mon = mons[name]
                 out.append(Switch(name, mon.on, mon.off, mine, lambda m=mon: m.reads))  # type: ignore[misc]
         yield out
@@ -370,12 +415,17 @@ def aa_gaps(samples: Sequence[ToggleSample], modes: Sequence[Mode]) -> dict[str,
     return out
 
 
+def send_first(prog: str) -> tuple[bool, str]:
+    """Sort key: the send programs, then the others (receives, the TCP claim's), by name."""
+    return "send" not in prog, prog
+
+
 def toggled_stats_table(stats: Sequence[ToggleStat], modes: Sequence[Mode]) -> str:
     """Per configuration and mode: send + receive program, ns per run (median over blocks)."""
 
     def cell(c: str, mode: str) -> str:
         parts = []
-        for prog in sorted({t.prog for t in stats if t.config == c}, key=lambda n: "recv" in n):
+        for prog in sorted({t.prog for t in stats if t.config == c}, key=send_first):
             per = [
                 t.run_time_ns / t.run_cnt for t in stats if (t.config, t.mode, t.prog) == (c, mode, prog) and t.run_cnt
             ]
@@ -383,7 +433,16 @@ def toggled_stats_table(stats: Sequence[ToggleStat], modes: Sequence[Mode]) -> s
                 parts.append(statistics.median(per))
         return " + ".join(f"{v:.1f}" for v in parts) + f" = {sum(parts):.1f}" if parts else "-"
 
-    return config_table(list(dict.fromkeys(t.config for t in stats)), modes, "send + receive ns/run", cell)
+    configs = list(dict.fromkeys(t.config for t in stats))
+    table = config_table(configs, modes, "send + receive ns/run", cell)
+    # A fallback group runs more than two programs a round (kprobe: entry and return, and the
+    # TCP claim's third): which is which, in the cells' order.
+    orders = {c: sorted({t.prog for t in stats if t.config == c and t.run_cnt}, key=send_first) for c in configs}
+    if any(len(o) > 2 for o in orders.values()):
+        table += "\n\nThe programs in each sum, in order:\n" + "\n".join(
+            f"- {c}: {' + '.join(o)}" for c, o in orders.items()
+        )
+    return table
 
 
 def as_dicts(samples: Sequence[ToggleSample]) -> list[dict[str, object]]:

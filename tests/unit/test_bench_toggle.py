@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from bench.overhead import BenchError
 from bench.percall_parts import Mode
 from bench.percall_toggle import (
     AGAIN,
+    CONFIGS,
+    HOOK_GROUPS,
+    TRACEPOINT,
     ToggleSample,
     ToggleStat,
     aa_gaps,
@@ -14,6 +18,8 @@ from bench.percall_toggle import (
     block_spread,
     blocks_of,
     config_order,
+    group_configs,
+    hook_set,
     toggled_added,
     toggled_stats_table,
     toggled_table,
@@ -82,6 +88,15 @@ def test_stats_table_gives_send_then_receive_per_run_median_of_blocks() -> None:
     assert "| floor | 32.0 + 31.0 = 63.0 |" in toggled_stats_table(stats, [UDP])
 
 
+def test_stats_table_names_the_programs_of_a_group_with_more_than_two() -> None:
+    progs = {"ss_tp_rcvspace": 50, "ss_krp_inet_recvmsg": 40, "ss_kp_inet_sendmsg": 10, "ss_krp_inet_sendmsg": 20}
+    stats = [ToggleStat(0, "sockscope", "udp", prog, 10, ns * 10) for prog, ns in progs.items()]
+    stats.append(ToggleStat(0, "sockscope", "udp", "ss_kp_inet6_recvmsg", 0, 0))  # never ran: left out
+    table = toggled_stats_table(stats, [UDP])
+    assert "| sockscope | 10.0 + 20.0 + 40.0 + 50.0 = 120.0 |" in table
+    assert "- sockscope: ss_kp_inet_sendmsg + ss_krp_inet_sendmsg + ss_krp_inet_recvmsg + ss_tp_rcvspace" in table
+
+
 @pytest.mark.parametrize("n", [2, 3, 5, 6, 7, 8])
 def test_balanced_orders_put_each_configuration_after_every_other_equally_often(n: int) -> None:
     orders = balanced_orders(n)
@@ -107,3 +122,38 @@ def test_the_control_gap_is_the_distance_between_the_two_loads_medians() -> None
 def test_rows_come_in_the_configurations_own_order_whatever_ran_first() -> None:
     s = samples({"before": [1.0], "counter": [1.0], AGAIN: [1.0], "none": [1.0], "floor": [1.0], "after": [1.0]})
     assert config_order(s) == ["none", "floor", "counter", AGAIN, "before", "after"]
+
+
+def test_each_hook_group_switches_its_counting_programs_but_the_once_per_socket_ones() -> None:
+    from sockscope.bpf.loader import COUNT_GROUPS, SPLICE_PROGS
+
+    for g in COUNT_GROUPS:
+        hs = hook_set(g.name)
+        assert set(hs.sockscope) == set(g.programs) - set(SPLICE_PROGS)
+        assert not set(hs.sockscope) & set(SPLICE_PROGS)
+    assert hook_set("tracepoint") == TRACEPOINT
+    assert "ss_tp_rcvspace" in hook_set("kprobe").sockscope  # the kprobe group's third program per TCP read
+    assert "ss_tp_rcvspace" not in hook_set("fentry").sockscope
+
+
+def test_the_floor_programs_of_every_group_are_in_the_floor_object() -> None:
+    import re
+
+    from bench.percall_parts import FLOOR_SRC
+
+    defined = set(re.findall(r"^int (?:BPF_PROG\()?(\w+)", FLOOR_SRC.read_text(), re.M))
+    for group in HOOK_GROUPS:
+        hs = hook_set(group)
+        assert hs.floor and set(hs.floor) <= defined
+        assert set(hs.counter) <= defined
+
+
+def test_a_group_without_a_counter_runs_every_other_configuration() -> None:
+    assert "counter" not in group_configs(hook_set("kprobe"))
+    assert group_configs(hook_set("fentry")) == CONFIGS
+    assert group_configs(TRACEPOINT) == CONFIGS
+
+
+def test_an_unknown_group_is_an_error() -> None:
+    with pytest.raises(BenchError):
+        hook_set("uprobe")

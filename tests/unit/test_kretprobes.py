@@ -33,3 +33,11 @@ def test_stale_events_are_ours_whose_process_is_gone() -> None:
 
 def test_event_names_carry_the_pid() -> None:
     assert event_name("inet6_recvmsg", 77) == "ss77_inet6_recvmsg"
+
+
+def test_a_second_collector_in_one_process_names_its_events_apart() -> None:
+    assert event_name("inet_recvmsg", 77, 2) == "ss77_2_inet_recvmsg"
+    # and a dead process's second collector's events are still found stale, by its pid
+    events = f"r{MAXACTIVE}:sockscope/ss100_2_inet_recvmsg inet_recvmsg\n"
+    assert stale_events(events, alive=set()) == ["ss100_2_inet_recvmsg"]
+    assert stale_events(events, alive={100}) == []

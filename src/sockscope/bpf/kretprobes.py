@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -50,8 +51,10 @@ def tracefs() -> str | None:
     return None
 
 
-def event_name(func: str, pid: int) -> str:
-    return f"ss{pid}_{func}"
+def event_name(func: str, pid: int, seq: int = 0) -> str:
+    """seq: which of a process's collectors (a benchmark loads several); the first's names carry
+    the pid alone."""
+    return f"ss{pid}_{seq}_{func}" if seq else f"ss{pid}_{func}"
 
 
 def parse_profile(text: str) -> dict[str, tuple[int, int]]:
@@ -64,6 +67,7 @@ def parse_profile(text: str) -> dict[str, tuple[int, int]]:
     return out
 
 
+_SEQ = itertools.count()  # this process's Kretprobes, for event names of their own
 _OURS = re.compile(rf"^r\d*:{GROUP}/ss(\d+)_(\w+) ", re.M)
 
 
@@ -84,13 +88,14 @@ class Kretprobes:
     root: str
     pid: int
     events: list[str]
+    seq: int = 0
 
     @classmethod
     def open(cls) -> Kretprobes:
         root = tracefs()
         if root is None:
             raise OSError("tracefs is not mounted (/sys/kernel/tracing): kretprobes cannot be made")
-        self = cls(root, os.getpid(), [])
+        self = cls(root, os.getpid(), [], next(_SEQ))
         with contextlib.suppress(OSError):
             with open(os.path.join(root, "kprobe_events"), encoding="ascii", errors="replace") as f:
                 current = f.read()
@@ -107,10 +112,12 @@ class Kretprobes:
             os.close(fd)
 
     def add(self, func: str) -> int:
-        """Make the kretprobe on func and open it as a perf event: the fd to attach a program to."""
-        name = event_name(func, self.pid)
-        self._write(f"r{MAXACTIVE}:{GROUP}/{name} {func}")
-        self.events.append(name)
+        """Make the kretprobe on func (once) and open it as a perf event: the fd to attach a program
+        to. Again after its link was destroyed (Collector.pause), a new fd on the same event."""
+        name = event_name(func, self.pid, self.seq)
+        if name not in self.events:
+            self._write(f"r{MAXACTIVE}:{GROUP}/{name} {func}")
+            self.events.append(name)
         with open(os.path.join(self.root, "events", GROUP, name, "id"), encoding="ascii") as f:
             config = int(f.read())
         attr = _PerfEventAttr(type=_PERF_TYPE_TRACEPOINT, size=ctypes.sizeof(_PerfEventAttr), config=config)

@@ -434,7 +434,10 @@ class Collector(Reads):
             return
         byname = {p.name: p for p in self._obj.programs()}
         for name in sorted(self._paused):
-            self._links.append(byname[name].attach())
+            if name.startswith("ss_krp_"):
+                self._links.append(self._attach_kretprobe(byname[name], name.removeprefix("ss_krp_")))
+            else:
+                self._links.append(byname[name].attach())
         self._paused.clear()
 
     def _detach(self) -> None:
