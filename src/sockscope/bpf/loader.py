@@ -298,18 +298,22 @@ class Collector(Reads):
                     if cgroup_fd is None:
                         raise libbpf.LibbpfError("cgroup v2", errno.ENOENT, "no cgroup v2 hierarchy is mounted")
                     self._links.append(prog.attach_cgroup(cgroup_fd))
-                elif name.startswith("ss_krp_"):
-                    self._links.append(self._attach_kretprobe(prog, name.removeprefix("ss_krp_")))
                 elif name == ITER:
                     link = prog.attach_iter()
                     self._links.append(link)
                     self.splice = SpliceClaims(link)
                 else:
-                    self._links.append(prog.attach())
+                    self._links.append(self._attach_tracing(prog))
                 out.append(HookStatus(group.name, name, prog.section, True))
             except libbpf.LibbpfError as exc:
                 out.append(HookStatus(group.name, name, prog.section, False, _hint(group, exc, "attach")))
         return out
+
+    def _attach_tracing(self, prog: libbpf.Program) -> libbpf.Link:
+        """A tracing program, at start and again at resume(): kretprobes through tracefs."""
+        if prog.name.startswith("ss_krp_"):
+            return self._attach_kretprobe(prog, prog.name.removeprefix("ss_krp_"))
+        return prog.attach()
 
     def _attach_kretprobe(self, prog: libbpf.Program, func: str) -> libbpf.Link:
         """A kretprobe with room for MAXACTIVE calls in flight, made through tracefs."""
@@ -434,10 +438,7 @@ class Collector(Reads):
             return
         byname = {p.name: p for p in self._obj.programs()}
         for name in sorted(self._paused):
-            if name.startswith("ss_krp_"):
-                self._links.append(self._attach_kretprobe(byname[name], name.removeprefix("ss_krp_")))
-            else:
-                self._links.append(byname[name].attach())
+            self._links.append(self._attach_tracing(byname[name]))
         self._paused.clear()
 
     def _detach(self) -> None:
