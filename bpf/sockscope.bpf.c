@@ -149,16 +149,19 @@ struct {
 	__type(value, __u64);
 } ss_udp_seen SEC(".maps");
 
-/* kprobe fallback: the socket and flags of a call, from entry to return. */
+/* kprobe fallback: the socket and flags of a call, from entry to return, in the calling
+ * thread's task storage (one call in flight per thread). A slot reached through the task costs
+ * no hash table update and delete a call, as an LRU hash keyed by thread did; it lives as long as
+ * the thread, so its memory is bounded by the threads that make socket calls. */
 struct ss_call {
-	__u64 sk;
+	__u64 sk; /* 0: no call in flight (taken by the return) */
 	__u64 flags;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct ss_call);
 } ss_calls SEC(".maps");
 
@@ -1140,54 +1143,101 @@ int BPF_PROG(ss_fx_packet_recvmsg, struct socket *sock, struct msghdr *msg, size
 
 static __always_inline int ss_kp_enter(struct socket *sock, __u64 flags)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct ss_call c = { .sk = (__u64)BPF_CORE_READ(sock, sk), .flags = flags };
+	struct ss_call *c = bpf_task_storage_get(&ss_calls, bpf_get_current_task_btf(), 0,
+						 BPF_LOCAL_STORAGE_GET_F_CREATE);
 
-	bpf_map_update_elem(&ss_calls, &id, &c, BPF_ANY);
+	if (!c) { /* out of memory, or the storage busy on this CPU: the call goes uncounted */
+		ss_stat_add(SS_STAT_CALLS_UNSTASHED, 1);
+		return 0;
+	}
+	c->sk = (__u64)BPF_CORE_READ(sock, sk);
+	c->flags = flags;
+	return 0;
+}
+
+/* A kprobe return reads its socket with bpf_probe_read_kernel, a helper call per read. dport,
+ * family and state lie within 8 bytes of each other in sock_common (skc_portpair, skc_family,
+ * skc_state), so one read takes all three; the offsets are CO-RE's, and a kernel laid out
+ * otherwise gets one read each. Nonzero: the socket could not be read. */
+static __always_inline int ss_kp_sock_common(struct sock *sk, __u16 *dport, __u16 *family, __u8 *state)
+{
+	__u32 base = bpf_core_field_offset(sk->__sk_common.skc_dport);
+	__u32 fam = bpf_core_field_offset(sk->__sk_common.skc_family) - base;
+	__u32 st = bpf_core_field_offset(sk->__sk_common.skc_state) - base;
+	__u64 raw = 0;
+
+	if (fam > 6 || st > 7) {
+		*dport = BPF_CORE_READ(sk, __sk_common.skc_dport);
+		*family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		*state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		return 0;
+	}
+	if (bpf_probe_read_kernel(&raw, sizeof(raw), (void *)sk + base))
+		return -1;
+	*dport = raw; /* little-endian: the first two bytes, as a __be16 load of them */
+	*family = raw >> (fam * 8);
+	*state = raw >> (st * 8);
 	return 0;
 }
 
 static __always_inline int ss_kp_exit(int ret, int dir)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct ss_call *c = bpf_map_lookup_elem(&ss_calls, &id);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct ss_call *c = bpf_task_storage_get(&ss_calls, task, 0, 0);
+	struct ss_hot *hot;
 	struct sock *sk;
-	__u64 cookie;
-	__u16 family, protocol, peer_port;
+	__u64 cookie, id, flags;
+	__u16 family, protocol, peer_port, dport;
+	__u32 tgid, kind;
+	__u8 state;
 
-	if (!c)
+	if (!c || !c->sk)
 		return 0;
 	sk = (struct sock *)c->sk;
-	if (ret <= 0 || !sk)
-		goto out;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (!ss_is_counted(family))
-		goto out;
-	protocol = BPF_CORE_READ(sk, sk_protocol);
+	flags = c->flags;
+	c->sk = 0; /* taken: a return whose entry did not run (attached mid-call) finds none */
+	if (ret <= 0 || ss_kp_sock_common(sk, &dport, &family, &state) || !ss_is_counted(family))
+		return 0;
 	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	if (!cookie)
-		cookie = c->sk | SS_COOKIE_FROM_PTR;
-	if (dir == SS_RX) {
-		if (c->flags & MSG_PEEK) {
-			ss_stat_add(SS_STAT_PEEK_SKIPPED, 1);
-			goto out;
-		}
-		if (ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET) {
-			/* Counted at tcp_rcv_space_adjust; only a DNS answer is taken here. */
-			if (ss_cfg.dns && ss_is_dns(protocol, 0, BPF_CORE_READ(sk, __sk_common.skc_dport)))
-				ss_dns_capture(sk, cookie, id >> 32, ret, protocol);
-			goto out;
-		}
+		cookie = (__u64)sk | SS_COOKIE_FROM_PTR;
+	if (dir == SS_RX && (flags & MSG_PEEK)) {
+		ss_stat_add(SS_STAT_PEEK_SKIPPED, 1);
+		return 0;
 	}
-	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	tgid = task->tgid;
+	id = (__u64)tgid << 32 | (__u32)task->pid; /* bpf_get_current_pid_tgid(), without the call */
 
-	peer_port = ss_count(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, dir, id,
-			     ss_hot_kind(family, protocol));
-	if (dir == SS_RX && ss_cfg.dns && family != AF_PACKET &&
-	    ss_is_dns(protocol, peer_port, BPF_CORE_READ(sk, __sk_common.skc_dport)))
-		ss_dns_capture(sk, cookie, id >> 32, ret, protocol);
-out:
-	bpf_map_delete_elem(&ss_calls, &id);
+	/* The other groups' fast path: a key that holds its slot needs no more of the socket (the
+	 * slot's kind says its protocol), bar a UDP socket no longer connected (ss_hot_hit). */
+	hot = ss_hot_of(cookie, tgid);
+	if (ss_hot_holds(hot, cookie, tgid) && !((hot->kind & SS_HOT_UDP) && state != TCP_ESTABLISHED)) {
+		kind = hot->kind;
+		if (dir == SS_TX) {
+			hot->val.tx_bytes += ret;
+			hot->val.tx_calls += 1;
+			return 0;
+		}
+		if (!(kind & SS_HOT_CLAIM)) { /* claimed: counted at tcp_rcv_space_adjust */
+			hot->val.rx_bytes += ret;
+			hot->val.rx_calls += 1;
+		}
+		if ((kind & SS_HOT_DNS) && dport == bpf_htons(53))
+			ss_dns_capture(sk, cookie, tgid, ret, kind & SS_HOT_UDP ? IPPROTO_UDP : IPPROTO_TCP);
+		return 0;
+	}
+
+	protocol = BPF_CORE_READ(sk, sk_protocol);
+	if (dir == SS_RX && ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET) {
+		/* Counted at tcp_rcv_space_adjust; only a DNS answer is taken here. */
+		if (ss_cfg.dns && ss_is_dns(protocol, 0, dport))
+			ss_dns_capture(sk, cookie, tgid, ret, protocol);
+		return 0;
+	}
+	peer_port = ss_count_miss(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, dir, id,
+				  ss_hot_kind(family, protocol));
+	if (dir == SS_RX && ss_cfg.dns && family != AF_PACKET && ss_is_dns(protocol, peer_port, dport))
+		ss_dns_capture(sk, cookie, tgid, ret, protocol);
 	return 0;
 }
 

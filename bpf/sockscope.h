@@ -150,7 +150,9 @@ enum ss_stat {
 	SS_STAT_DNS_LOST = 6,       /* DNS ring buffer full: answers not captured */
 	SS_STAT_DNS_UNREAD = 7,     /* answers received by a call whose buffer is not known (recvmmsg,
 				     * io_uring) or could not be read */
-	SS_STAT_MAX = 8,
+	SS_STAT_CALLS_UNSTASHED = 8, /* kprobe group: a call's entry found no slot for its socket
+				      * (task storage refused): the call is not counted */
+	SS_STAT_MAX = 9,
 };
 
 struct ss_stats {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import struct
 from pathlib import Path
@@ -72,3 +73,50 @@ def test_drained_flows_are_decoded_with_their_per_cpu_counters_summed(ncpu: int)
         RawFlow(2**63 + 1, 4_000_000, bytes(range(16)), 53, 1000 * ncpu + cpus, 10 * cpus, ncpu, cpus),
     ]
     assert _decode_flows(b"", b"", 0, ncpu) == []
+
+
+class _StatsMap:
+    """ss_stats as the kernel holds it: one struct ss_stats per CPU."""
+
+    def __init__(self, per_cpu: list[list[int]]) -> None:
+        self.per_cpu = per_cpu
+
+    def lookup_into(self, key: object, buf: ctypes.Array[ctypes.c_char]) -> bool:
+        raw = b"".join(struct.pack(f"={len(v)}Q", *v) for v in self.per_cpu)
+        ctypes.memmove(buf, raw, len(raw))
+        return True
+
+
+class _Kretprobes:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def missed(self) -> int:
+        return self.total
+
+
+def test_missed_calls_add_kretprobe_misses_and_unstashed_entries_once_each() -> None:
+    """dropped.missed_calls of the kprobe group: the kernel's kretprobe misses (a running total)
+    and entries that found no task storage slot (SS_STAT_CALLS_UNSTASHED), as deltas per read."""
+    from sockscope.bpf import abi
+    from sockscope.bpf.reads import Reads
+
+    stats = [[0] * abi.SS_STAT_MAX, [0] * abi.SS_STAT_MAX]
+    kp = _Kretprobes()
+    r = Reads.__new__(Reads)
+    r._ncpu, r._prev_stats, r._prev_missed = 2, [0] * abi.SS_STAT_MAX, 0
+    r._maps = {"ss_stats": _StatsMap(stats)}  # type: ignore[dict-item]
+    r._kretprobes = kp  # type: ignore[assignment]
+
+    stats[0][abi.Stat.CALLS_UNSTASHED], stats[1][abi.Stat.CALLS_UNSTASHED] = 2, 3
+    stats[1][abi.Stat.DROPPED_EVENTS] = 7
+    kp.total = 4
+    c = r._stats_delta()
+    assert (c.calls_missed, c.dropped_events) == (9, 16)
+
+    stats[0][abi.Stat.CALLS_UNSTASHED] += 1
+    kp.total = 5
+    c = r._stats_delta()
+    assert (c.calls_missed, c.dropped_events) == (2, 2)
+    c = r._stats_delta()
+    assert (c.calls_missed, c.dropped_events) == (0, 0)

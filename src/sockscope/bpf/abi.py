@@ -36,6 +36,7 @@ class Stat(IntEnum):
     EVENTS_LOST = 5
     DNS_LOST = 6
     DNS_UNREAD = 7
+    CALLS_UNSTASHED = 8
 
 
 class EventType(IntEnum):
@@ -51,7 +52,7 @@ class EventFlags(IntFlag):
     RX = 2
 
 
-SS_STAT_MAX = 8
+SS_STAT_MAX = 9
 SS_DNS_MAX = 2048
 HOT_SLOTS = 64  # SS_HOT_SLOTS: slots per CPU in each of the two sets of the hot-key cache (ss_hot)
 

@@ -215,8 +215,11 @@ class Reads:
         d = [t - p for t, p in zip(total, self._prev_stats, strict=True)]
         self._prev_stats = total
         missed = self._kretprobes.missed() if self._kretprobes is not None else 0
-        calls_missed, self._prev_missed = missed - self._prev_missed, missed
         s = abi.Stat
+        # Calls the kprobe group could not count: returns the kernel's kretprobe instances ran
+        # out for, and entries that found no task storage slot to stash their socket in.
+        calls_missed = missed - self._prev_missed + d[s.CALLS_UNSTASHED]
+        self._prev_missed = missed
         return Counters(
             dropped_events=d[s.DROPPED_EVENTS] + calls_missed,
             calls_missed=calls_missed,
