@@ -1213,16 +1213,9 @@ static __always_inline int ss_kp_exit(int ret, int dir)
 	hot = ss_hot_of(cookie, tgid);
 	if (ss_hot_holds(hot, cookie, tgid) && !((hot->kind & SS_HOT_UDP) && state != TCP_ESTABLISHED)) {
 		kind = hot->kind;
-		if (dir == SS_TX) {
-			hot->val.tx_bytes += ret;
-			hot->val.tx_calls += 1;
-			return 0;
-		}
-		if (!(kind & SS_HOT_CLAIM)) { /* claimed: counted at tcp_rcv_space_adjust */
-			hot->val.rx_bytes += ret;
-			hot->val.rx_calls += 1;
-		}
-		if ((kind & SS_HOT_DNS) && dport == bpf_htons(53))
+		if (dir == SS_TX || !(kind & SS_HOT_CLAIM)) /* a claimed read: counted at tcp_rcv_space_adjust */
+			ss_add(&hot->val, ret, dir);
+		if (dir == SS_RX && (kind & SS_HOT_DNS) && dport == bpf_htons(53))
 			ss_dns_capture(sk, cookie, tgid, ret, kind & SS_HOT_UDP ? IPPROTO_UDP : IPPROTO_TCP);
 		return 0;
 	}
