@@ -149,8 +149,11 @@ def need_floor(ctx: Ctx) -> Floor:
 def check_foreign(ctx: Ctx, run: Run) -> None:
     """Someone else's programs on these hooks would be measured in every row: note them."""
     seen = foreign_programs(ctx.bpftool)
-    if seen:  # a monitor of ours that just exited may take a moment to be freed
-        time.sleep(1.0)
+    # A monitor of ours just closed is freed after an RCU grace period: with several collectors
+    # closed at once (--toggle-object) that took more than a second here. Wait up to 10 s.
+    deadline = time.monotonic() + 10.0
+    while seen and time.monotonic() < deadline:
+        time.sleep(0.5)
         seen = [p for p in foreign_programs(ctx.bpftool) if p in seen]
     for prog in seen:
         if prog not in run.foreign:

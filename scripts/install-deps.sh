@@ -19,6 +19,7 @@ have_cmd nft || need+=(nftables)  # action = "nftables" rules and their test (ns
 have_cmd iperf3 || need+=(iperf3)
 have_cmd tmux || need+=(tmux)
 have_cmd make || need+=(make)
+have_cmd objdump || need+=(binutils)  # bench/jit_listing.py and its test
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 
 apt_install install-deps "${need[@]}"
