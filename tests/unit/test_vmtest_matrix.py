@@ -1,0 +1,61 @@
+"""scripts/vmtest/matrix.py's bookkeeping: the shards, each guest's script, a pair's merged result."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+MATRIX = Path(__file__).resolve().parents[2] / "scripts" / "vmtest" / "matrix.py"
+
+
+@pytest.fixture(scope="module")
+def matrix() -> ModuleType:
+    # matrix.py turns bytecode writing off for its own process (the guests' root is this tree);
+    # the rest of this run keeps writing it, since the guests read those files.
+    before, path = sys.dont_write_bytecode, list(sys.path)
+    spec = importlib.util.spec_from_file_location("vmtest_matrix", MATRIX)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.dont_write_bytecode, sys.path[:] = before, path
+    return mod
+
+
+def test_each_guest_test_file_is_in_exactly_one_shard(matrix: ModuleType) -> None:
+    files = [t for shard in matrix.SHARDS for t in shard]
+    assert len(files) == len(set(files)) == len(matrix.TESTS)
+    assert all(shard for shard in matrix.SHARDS)
+    root = MATRIX.parents[2]
+    assert all((root / t).is_file() for t in files)
+
+
+def test_one_shard_of_a_pair_runs_doctor_and_each_runs_only_its_files(matrix: ModuleType) -> None:
+    a = matrix.test_script("kprobe", matrix.SHARDS[0], doctor=True)
+    b = matrix.test_script("kprobe", matrix.SHARDS[1], doctor=False)
+    assert "doctor.txt" in a and "doctor.txt" not in b
+    assert "SOCKSCOPE_HOOKS=kprobe" in a and "SOCKSCOPE_HOOKS=kprobe" in b
+    for script, mine, other in ((a, matrix.SHARDS[0], matrix.SHARDS[1]), (b, matrix.SHARDS[1], matrix.SHARDS[0])):
+        assert all(t in script for t in mine) and not any(t in script for t in other)
+
+
+def test_a_pairs_result_sums_its_shards_and_names_the_failing_one(matrix: ModuleType) -> None:
+    Result = matrix.Result
+    one = Result("6.1", "fentry", kernel="6.1.0-57-amd64", passed=30, seconds=300.0, logs="/a")
+    two = Result("6.1", "fentry", kernel="6.1.0-57-amd64", passed=28, failed=1, skipped=1, seconds=280.0)
+    two.failing.append("test_events::test_x")
+    two.problems.append("timed out after 1800 s")
+    two.kernel_warnings = 2
+    res = matrix.merged("6.1", "fentry", [one, two])
+    assert (res.passed, res.failed, res.skipped, res.kernel_warnings) == (58, 1, 1, 2)
+    assert res.failing == ["test_events::test_x"]
+    assert res.problems == ["shard 2: timed out after 1800 s"]
+    assert res.kernel == "6.1.0-57-amd64" and res.seconds == 580.0 and res.logs == "/a"
+    assert not res.ok
+    assert matrix.merged("6.1", "fentry", [one, Result("6.1", "fentry", passed=1)]).ok
