@@ -59,3 +59,18 @@ def test_a_pairs_result_sums_its_shards_and_names_the_failing_one(matrix: Module
     assert res.kernel == "6.1.0-57-amd64" and res.seconds == 580.0 and res.logs == "/a"
     assert not res.ok
     assert matrix.merged("6.1", "fentry", [one, Result("6.1", "fentry", passed=1)]).ok
+
+
+def test_opens_runs_once_per_kernel_in_that_kernels_default_group(matrix: ModuleType) -> None:
+    opens = "tests/kernel/test_opens.py"
+    runs = [
+        (s, g)
+        for s, g in matrix.DEFAULT_MATRIX
+        for n in range(len(matrix.SHARDS))
+        if opens in matrix.shard_tests(s, g, n)
+    ]
+    assert runs == [("6.1", "fentry"), ("6.12", "tracepoint")]
+    # Every other file runs in every (kernel, group), in its one shard.
+    for s, g in matrix.DEFAULT_MATRIX:
+        files = [t for n in range(len(matrix.SHARDS)) for t in matrix.shard_tests(s, g, n)]
+        assert sorted(set(matrix.TESTS) - {opens}) == sorted(set(files) - {opens})
