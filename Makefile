@@ -1,6 +1,10 @@
 # sockscope developer targets; CI calls `make test` through .ci/run.
 SHELL := /bin/bash
-PY ?= python3
+# The venv's interpreter: Debian's own where it is 3.11 or newer (built with PGO and LTO; on
+# this machine kind about 1.3-1.45x faster on pure Python than the pyenv build first on PATH,
+# and a fifth less time for a kernel-matrix guest under TCG), else the python3 on PATH.
+SYSTEM_PY := /usr/bin/python3
+PY ?= $(shell $(SYSTEM_PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo $(SYSTEM_PY) || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 BUILD := build
