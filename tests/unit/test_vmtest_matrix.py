@@ -36,13 +36,17 @@ def test_each_guest_test_file_is_in_exactly_one_shard(matrix: ModuleType) -> Non
     assert all((root / t).is_file() for t in files)
 
 
-def test_one_shard_of_a_pair_runs_doctor_and_each_runs_only_its_files(matrix: ModuleType) -> None:
-    a = matrix.test_script("kprobe", matrix.SHARDS[0], doctor=True)
-    b = matrix.test_script("kprobe", matrix.SHARDS[1], doctor=False)
-    assert "doctor.txt" in a and "doctor.txt" not in b
-    assert "SOCKSCOPE_HOOKS=kprobe" in a and "SOCKSCOPE_HOOKS=kprobe" in b
+def test_each_shard_runs_only_its_files_and_doctor_only_after_a_failure(matrix: ModuleType) -> None:
+    a = matrix.test_script("kprobe", matrix.SHARDS[0])
+    b = matrix.test_script("kprobe", matrix.SHARDS[1])
     for script, mine, other in ((a, matrix.SHARDS[0], matrix.SHARDS[1]), (b, matrix.SHARDS[1], matrix.SHARDS[0])):
+        assert "SOCKSCOPE_HOOKS=kprobe" in script
         assert all(t in script for t in mine) and not any(t in script for t in other)
+        # doctor runs after pytest, and only when pytest failed; the script exits with pytest's code.
+        lines = script.splitlines()
+        at = next(i for i, ln in enumerate(lines) if "doctor.txt" in ln)
+        assert any("-m pytest" in ln for ln in lines[:at])
+        assert lines[at - 1].strip() == 'if [ "$rc" != 0 ]; then' and lines[-1] == "exit $rc"
 
 
 def test_a_pairs_result_sums_its_shards_and_names_the_failing_one(matrix: ModuleType) -> None:
@@ -61,7 +65,7 @@ def test_a_pairs_result_sums_its_shards_and_names_the_failing_one(matrix: Module
     assert matrix.merged("6.1", "fentry", [one, Result("6.1", "fentry", passed=1)]).ok
 
 
-def test_opens_runs_once_per_kernel_in_that_kernels_default_group(matrix: ModuleType) -> None:
+def test_what_no_group_changes_runs_once_per_kernel_in_its_default_group(matrix: ModuleType) -> None:
     opens = "tests/kernel/test_opens.py"
     runs = [
         (s, g)
@@ -70,7 +74,13 @@ def test_opens_runs_once_per_kernel_in_that_kernels_default_group(matrix: Module
         if opens in matrix.shard_tests(s, g, n)
     ]
     assert runs == [("6.1", "fentry"), ("6.12", "tracepoint")]
+    assert sorted(matrix.DEFAULT_GROUP.items()) == runs
     # Every other file runs in every (kernel, group), in its one shard.
     for s, g in matrix.DEFAULT_MATRIX:
         files = [t for n in range(len(matrix.SHARDS)) for t in matrix.shard_tests(s, g, n)]
         assert sorted(set(matrix.TESTS) - {opens}) == sorted(set(files) - {opens})
+    # The tests of the once-per-kernel names are left out elsewhere, by -k.
+    once = matrix.test_script("tracepoint", matrix.SHARDS[1], once=True)
+    other = matrix.test_script("kprobe", matrix.SHARDS[1], once=False)
+    assert matrix.ONCE_PER_KERNEL_TESTS not in once
+    assert f"and not ({matrix.ONCE_PER_KERNEL_TESTS})" in other
