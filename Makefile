@@ -41,7 +41,7 @@ setup: deps venv bpf
 
 ## deps: system packages (Debian/Ubuntu); a no-op when present
 deps:
-	bash scripts/install-deps.sh
+	PY=$(PY) bash scripts/install-deps.sh
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml

@@ -20,10 +20,8 @@ have_cmd iperf3 || need+=(iperf3)
 have_cmd tmux || need+=(tmux)
 have_cmd make || need+=(make)
 have_cmd objdump || need+=(binutils)  # bench/jit_listing.py and its test
-# The venv is made with Debian's python3 where there is one (the Makefile's PY), which needs
-# python3-venv for ensurepip.
-py=python3
-[ -x /usr/bin/python3 ] && py=/usr/bin/python3
-"$py" -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+# The interpreter the venv is made with (the Makefile's PY: Debian's python3 where it is 3.11
+# or newer) needs ensurepip, which Debian ships in python3-venv.
+"${PY:-python3}" -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 
 apt_install install-deps "${need[@]}"

@@ -61,7 +61,6 @@ TESTS = [t for shard in SHARDS for t in shard]
 # with by default: `sockscope opens` (an object and hooks of its own; the io_uring tracepoints'
 # shapes differ between the kernels), each group forced in-process or refused (whatever
 # SOCKSCOPE_HOOKS says), and the refusal without privileges.
-DEFAULT_GROUP = {"6.1": "fentry", "6.12": "tracepoint"}
 ONCE_PER_KERNEL_FILES = ("tests/kernel/test_opens.py",)
 ONCE_PER_KERNEL_TESTS = "each_forced_group_counts_or_says_why or no_counting_group_at_all or without_privileges"
 # Names: the capture in each hook group (UDP connected and not, TCP, v4 and v6, fork) runs in the
@@ -80,7 +79,8 @@ DESELECT = (
     " and not doctor_text and not forced_group_that_cannot_count and not doctor_check_reconciles"
 )
 
-# (kernel series, hook group). The host's own kernel (tracepoint) is the plain pytest run.
+# (kernel series, hook group), each kernel's default group first. The host's own kernel
+# (tracepoint) is the plain pytest run.
 DEFAULT_MATRIX = [
     ("6.1", "fentry"),
     ("6.1", "kprobe"),
@@ -88,6 +88,8 @@ DEFAULT_MATRIX = [
     ("6.12", "fentry"),
     ("6.12", "kprobe"),
 ]
+# The group each kernel counts with by default (tests/kernel/conftest.py's first allowed).
+DEFAULT_GROUP = {s: g for s, g in reversed(DEFAULT_MATRIX)}
 GROUPS = ("tracepoint", "fentry", "kprobe")
 # Kernel lines of the console (the tests' own output goes there too, without the timestamp).
 # A crash fails the run even if pytest somehow finished; warnings are reported.
