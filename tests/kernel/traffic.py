@@ -12,6 +12,7 @@ import argparse
 import ctypes
 import json
 import os
+import signal
 import socket
 import struct
 import tempfile
@@ -193,6 +194,9 @@ def tcp_client(a: argparse.Namespace) -> None:
                 time.sleep(a.hold)
             elif a.pace:
                 tx, rx = paced(c, a.pace), recv_all(c)
+            elif a.until_usr1:
+                say(sending=True)
+                tx, rx = send_until_stopped(c), recv_all(c)
             else:
                 tx, rx = exchange(c, a.send, a.send_how, a.recv_how, a.duplex)
         with lock:
@@ -200,6 +204,7 @@ def tcp_client(a: argparse.Namespace) -> None:
             totals["rx"] += rx
             locals_.append(local)
 
+    signal.signal(signal.SIGUSR1, lambda *_: STOP.set())
     for _ in range(a.connections):
         threads = [threading.Thread(target=one) for _ in range(a.threads)]
         for t in threads:
@@ -207,6 +212,21 @@ def tcp_client(a: argparse.Namespace) -> None:
         for t in threads:
             t.join(RUN_LIMIT)
     say(done=True, tx=totals["tx"], rx=totals["rx"], local=locals_[0], locals=locals_)
+
+
+STOP = threading.Event()  # --until-usr1: SIGUSR1 sets it
+
+
+def send_until_stopped(sock: socket.socket) -> int:
+    """Send until SIGUSR1 (or RUN_LIMIT), then shut down the sending side: however fast or slow
+    the machine, the transfer lasts as long as the test needs it to."""
+    block = b"u" * CHUNK
+    deadline = time.monotonic() + RUN_LIMIT
+    tx = 0
+    while not STOP.is_set() and time.monotonic() < deadline:
+        tx += sock.send(block)
+    sock.shutdown(socket.SHUT_WR)
+    return tx
 
 
 def paced(sock: socket.socket, spec: str) -> int:
@@ -373,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     tc.add_argument("--connections", type=int, default=1, help="rounds of connections, one after another")
     tc.add_argument("--threads", type=int, default=1, help="connections at once in each round, a thread each")
     tc.add_argument("--pace", help="low and slow: BYTES:EVERY_SECONDS:FOR_SECONDS")
+    tc.add_argument("--until-usr1", action="store_true", help='say {"sending"}, then send until SIGUSR1')
     tc.add_argument(
         "--hold", type=float, default=0.0, help="read to EOF (sending nothing), then keep the socket open so long"
     )
