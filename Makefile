@@ -25,11 +25,12 @@ INTERVAL ?= 1
 run: setup
 	$(BIN)/sockscope top --interval $(INTERVAL)
 
-## test: set everything up, then lint, type-check and run the whole suite: on this kernel, then on the
-## kernel matrix (Debian's 6.1 and 6.12 under qemu, each hook group forced)
+## test: set everything up, then lint, type-check and run the whole suite: on this kernel and, side by
+## side with it, on the kernel matrix (Debian's 6.1 and 6.12 under qemu, each hook group forced;
+## scripts/test-all.sh)
 test: setup lint typecheck
-	$(BIN)/pytest
-	$(MAKE) test-kernels
+	bash scripts/install-vm-deps.sh
+	bash scripts/test-all.sh
 
 ## test-kernels: the kernel tests inside Debian's own kernels booted under qemu, each hook group forced
 ## (scripts/vmtest/matrix.py; KERNELS="6.1:fentry ..." runs a part of the matrix)

@@ -176,7 +176,9 @@ def boot(
     (share / "run.sh").write_text(script)
     console = share / "console.log"
     serial = "stdio" if live else f"file:{console}"
-    argv = ["timeout", "--kill-after=10", str(int(timeout)), *qemu_argv(kernel, initrd, share, serial, cpus, mem_mb)]
+    # --foreground: qemu stays in our process group, so stopping the matrix's group stops it too.
+    argv = ["timeout", "--foreground", "--kill-after=10", str(int(timeout)),
+            *qemu_argv(kernel, initrd, share, serial, cpus, mem_mb)]  # fmt: skip
     t0 = time.monotonic()
     res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=None if live else subprocess.DEVNULL)
     seconds = time.monotonic() - t0
