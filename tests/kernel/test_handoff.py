@@ -20,6 +20,10 @@ import pytest
 from tests.kernel.conftest import SOCKSCOPE, Traffic
 from tests.kernel.daemon_run import Daemon
 
+# Latency and pace against the wall clock: run on an otherwise idle machine (scripts/test-all.sh
+# runs these before the kernel matrix starts).
+pytestmark = pytest.mark.wallclock
+
 SCHEMA = json.loads((Path(__file__).parents[2] / "src/sockscope/events/schema/event-v1.json").read_text())
 TABLE = "sockscope_demo"
 BLOCKED, OPEN = "198.18.250.2", "198.18.250.3"

@@ -14,6 +14,10 @@ import pytest
 from sockscope.events.sinks import NftablesSink, NftSet, SinkStats
 from sockscope.events.sinks.nftables import NftablesOptions
 
+# Latency and pace against the wall clock: run on an otherwise idle machine (scripts/test-all.sh
+# runs these before the kernel matrix starts).
+pytestmark = pytest.mark.wallclock
+
 TABLE = "sockscope_t"
 RULESET = f"""\
 table inet {TABLE} {{

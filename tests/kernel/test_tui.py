@@ -16,6 +16,10 @@ import pytest
 from sockscope.collector.rates import human_bytes
 from tests.kernel.conftest import REPO, SOCKSCOPE, Traffic
 
+# Latency and pace against the wall clock: run on an otherwise idle machine (scripts/test-all.sh
+# runs these before the kernel matrix starts).
+pytestmark = pytest.mark.wallclock
+
 INTERVAL = 1.0
 SIZE = (160, 45)
 
