@@ -184,6 +184,7 @@ def test_a_slow_reader_never_loses_a_line_silently(serve: Callable[..., Recorded
     assert losses >= 1 and server.stats.dropped_events > 0
 
 
+@pytest.mark.wallclock  # a bound in wall-clock time
 def test_offer_is_not_slowed_by_a_subscriber_that_never_reads(serve: Callable[..., Recorded]) -> None:
     server = serve(queue=4096)
     count = 200_000

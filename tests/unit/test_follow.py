@@ -282,6 +282,7 @@ def test_sqlite_failures_surface_as_store_errors(db_path: str) -> None:
         writer.close()
 
 
+@pytest.mark.wallclock  # a bound in wall-clock time
 def test_reads_do_not_wait_for_a_writer_transaction(db_path: str) -> None:
     writer = SqliteWriter(db_path, boot=BOOT)
     writer.write([_flows(H0 + 60, tcp=(1, 1))])

@@ -118,6 +118,7 @@ def test_stream_back_off_doubles(tmp_path: Path, report: Log, closing: Closing) 
     assert len(report) == 1 and "exited with status 0" in report[0]
 
 
+@pytest.mark.wallclock  # a bound in wall-clock time
 def test_stream_drops_when_the_program_does_not_read(report: Log, closing: Closing) -> None:
     sink = ExecSink("s", ExecOptions(command=(PY, "-c", "import time; time.sleep(60)"), queue=4), report)
     closing.append(sink)
@@ -434,6 +435,7 @@ def test_nftables_without_nft(monkeypatch: pytest.MonkeyPatch, report: Log) -> N
     ]
 
 
+@pytest.mark.wallclock  # a bound in wall-clock time
 def test_nftables_offer_never_blocks_and_close_is_bounded(report: Log) -> None:
     sink, fake = fake_sink(report, NftablesOptions(set4=S4, set6=None))
 
