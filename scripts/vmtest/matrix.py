@@ -298,6 +298,30 @@ def prepare(series: list[str]) -> tuple[dict[str, vm.Kernel], dict[str, Path]]:
     return kernels, initrds
 
 
+class Slots:
+    """Guests at a time: `jobs`, but one while the file `hold` exists (scripts/test-all.sh holds it
+    while the host's own tests run beside the matrix, so they keep a CPU to themselves)."""
+
+    def __init__(self, jobs: int, hold: Path | None) -> None:
+        self.jobs, self.hold = jobs, hold
+        self.running = 0
+        self.cond = threading.Condition()
+
+    def limit(self) -> int:
+        return 1 if self.hold is not None and self.hold.exists() else self.jobs
+
+    def take(self) -> None:
+        with self.cond:
+            while self.running >= self.limit():
+                self.cond.wait(timeout=1.0)  # the hold file is looked at again every second
+            self.running += 1
+
+    def give(self) -> None:
+        with self.cond:
+            self.running -= 1
+            self.cond.notify_all()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     preflight()
     pairs = parse_only(args.only) if args.only else DEFAULT_MATRIX
@@ -314,9 +338,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     lock = threading.Lock()
 
+    slots = Slots(jobs, Path(args.hold) if args.hold else None)
+
     def one(guest: tuple[tuple[str, str], int]) -> Result:
         (series, group), shard = guest
-        res = run_one(kernels[series], initrds[series], group, args.timeout, args.cpus, shard)
+        slots.take()
+        try:
+            res = run_one(kernels[series], initrds[series], group, args.timeout, args.cpus, shard)
+        finally:
+            slots.give()
         with lock:
             print(f"[{shard + 1}/{len(SHARDS)}] " + summary_line(res), flush=True)
             if res.problems:
@@ -381,6 +411,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--cpus", type=int, default=1, help="vCPUs per guest (default 1)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per guest (default 900)")
     p.add_argument("--keep", action="store_true", help="keep build/vmtest/runs/* of passing runs too")
+    p.add_argument("--hold", metavar="FILE", help="one guest at a time while FILE exists")
     return cmd_run(p.parse_args(argv))
 
 

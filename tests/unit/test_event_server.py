@@ -209,6 +209,7 @@ def test_offer_is_not_slowed_by_a_subscriber_that_never_reads(serve: Callable[..
     sub.close()
 
 
+@pytest.mark.wallclock  # a reader starved for 0.3 s would be taken for stalled
 def test_a_stalled_subscriber_is_disconnected_once(serve: Callable[..., Recorded]) -> None:
     server = serve(queue=10, stall=0.3)
     stuck, reader = connect(server), connect(server)

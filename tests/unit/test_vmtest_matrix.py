@@ -84,3 +84,19 @@ def test_what_no_group_changes_runs_once_per_kernel_in_its_default_group(matrix:
     other = matrix.test_script("kprobe", matrix.SHARDS[1], once=False)
     assert matrix.ONCE_PER_KERNEL_TESTS not in once
     assert f"and not ({matrix.ONCE_PER_KERNEL_TESTS})" in other
+
+
+def test_one_guest_at_a_time_while_the_hold_file_exists(matrix: ModuleType, tmp_path: Path) -> None:
+    hold = tmp_path / "hold"
+    hold.touch()
+    slots = matrix.Slots(2, hold)
+    assert slots.limit() == 1
+    slots.take()
+    assert slots.running == 1 and slots.limit() == 1
+    hold.unlink()  # the host's tests are done: the second slot opens
+    assert slots.limit() == 2
+    slots.take()
+    assert slots.running == 2
+    slots.give()
+    slots.give()
+    assert slots.running == 0 and matrix.Slots(3, None).limit() == 3
