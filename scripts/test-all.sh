@@ -2,8 +2,8 @@
 # The whole suite, `make test`'s last step: pytest on this kernel and the kernel matrix
 # (scripts/vmtest/matrix.py) side by side. The host's tests mostly wait (about a third of a
 # CPU over their run); the guests keep both CPUs busy. Side by side the host's suite took
-# 345 s and the matrix 1,007 s; alone, 284-302 s and 1,094 s. The tests that assert latency or pace against the
-# wall clock (marked `wallclock`) run first, alone: beside two guests, one saw a 0.5 s
+# 345 s and the matrix 1,007 s; alone, 284-302 s and 1,094 s. The tests that assert latency
+# or pace against the wall clock (marked `wallclock`) run first, alone: beside two guests, one saw a 0.5 s
 # interval written 0.8 s late, and a subscriber's reader thread starved past a 0.3 s stall.
 # The rest run beside one guest (`matrix.py --hold`), the matrix niced, so the host's tests
 # keep a CPU; its output is kept in build/vmtest/matrix.log and printed after pytest's.
@@ -17,9 +17,9 @@ echo "host tests that assert wall-clock pace, alone first:"
 .venv/bin/pytest -m wallclock "$@"
 paced=$?
 [ "$paced" = 5 ] && paced=0  # none among the tests asked for
-# A session of its own, so an interrupt stops its guests too (a background job of a
-# script ignores SIGINT).
 # One guest at a time while the host's tests run (they keep a CPU to themselves), two after.
+# The matrix in a session of its own, so an interrupt stops its guests too (a background job
+# of a script ignores SIGINT).
 hold=build/vmtest/host-tests-running
 touch "$hold"
 setsid nice -n 10 .venv/bin/python scripts/vmtest/matrix.py --hold "$hold" >"$log" 2>&1 &
