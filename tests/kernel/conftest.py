@@ -72,6 +72,10 @@ def run(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True, timeout=30)
 
 
+# How a command is run in a namespace; Traffic forks its generator into one instead (setns).
+NETNS_EXEC = ("ip", "netns", "exec")
+
+
 @dataclass
 class Netns:
     """A network namespace joined to the host by a veth pair (198.18.0.0/15, fd00::/8)."""
@@ -84,7 +88,7 @@ class Netns:
     peer6: str = "fd00:5353::2"
 
     def exec_prefix(self) -> list[str]:
-        return ["ip", "netns", "exec", self.name]
+        return [*NETNS_EXEC, self.name]
 
     def inode(self) -> int:
         return os.stat(f"/run/netns/{self.name}").st_ino
@@ -140,7 +144,7 @@ class Traffic:
         # tool: the module under tests/kernel (traffic, or dns_tools: a DNS server and clients)
         argv = ["--name", name, mode, *args]
         self.name = name
-        netns = prefix[3] if prefix and len(prefix) == 4 and prefix[:3] == ["ip", "netns", "exec"] else None
+        netns = prefix[3] if prefix and len(prefix) == 4 and tuple(prefix[:3]) == NETNS_EXEC else None
         self.proc: subprocess.Popen[str] | Spawned
         if prefix is None or netns:  # forked by the spawner: a fresh Python costs 1.7 s under TCG
             self.proc = SPAWNER.spawn(tool, argv, netns)
