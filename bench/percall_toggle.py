@@ -59,7 +59,8 @@ class HookSet:
     """What one hook group's per-call cost is measured on (--hooks): its floor (empty programs on
     the hooks the bench's IPv4 calls pass), the minimal counter where the group has one, and
     sockscope's per-call programs, the ones switched (the group's counting programs but those
-    that run once per socket or per read of the collector: the socket's end and the iterator)."""
+    that run once per socket, per read of the collector or per new task: the socket's end, the
+    iterator, and the stacks' generations, which stay attached)."""
 
     group: str
     floor: tuple[str, ...]
@@ -68,12 +69,12 @@ class HookSet:
 
 
 def hook_set(group: str) -> HookSet:
-    from sockscope.bpf.loader import COUNT_GROUPS, SPLICE_PROGS
+    from sockscope.bpf.loader import COUNT_GROUPS, NEWTASK, SPLICE_PROGS
 
     progs = next((g.programs for g in COUNT_GROUPS if g.name == group), None)
     if progs is None:
         raise BenchError(f"unknown hook group {group!r}")
-    mine = tuple(p for p in progs if p not in SPLICE_PROGS)
+    mine = tuple(p for p in progs if p not in (*SPLICE_PROGS, NEWTASK))
     if group == "fentry":
         return HookSet(group, ("floor_fx_send", "floor_fx_recv"), ("count_fx_send", "count_fx_recv"), mine)
     if group == "kprobe":

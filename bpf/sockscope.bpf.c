@@ -391,26 +391,75 @@ static __always_inline void ss_udp_start(struct sock *sk, struct ss_flow_key *ke
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* The hot slot of a key: its low bits. Cookies come from a counter, so the sockets a
- * thread opened together hold distinct slots (a hash would collide among 8 keys in 64
+/* The hot slot of a socket: its cookie's low bits. Cookies come from a counter, so the sockets
+ * a thread opened together hold distinct slots (a hash would collide among 8 keys in 64
  * slots one time in 4); the shifted bits spread cookies from other CPUs' batches and
- * socket addresses (the kprobe fallback's keys, aligned to the slab object). */
-static __always_inline __u32 ss_hot_slot(__u64 cookie, __u32 tgid)
+ * socket addresses (the kprobe fallback's keys, aligned to the slab object). By socket
+ * alone, since the fast path knows the thread only once it holds a slot (ss_ident). */
+static __always_inline __u32 ss_hot_slot(__u64 cookie)
 {
-	return (cookie ^ (cookie >> 6) ^ (cookie >> 12) ^ tgid) & (SS_HOT_SLOTS - 1);
+	return (cookie ^ (cookie >> 6) ^ (cookie >> 12)) & (SS_HOT_SLOTS - 1);
 }
 
-/* The slot of (cookie, tgid) on this CPU, in the set programs count into now (NULL: none). */
-static __always_inline struct ss_hot *ss_hot_of(__u64 cookie, __u32 tgid)
+/* The slot of a socket on this CPU, in the set programs count into now (NULL: none). */
+static __always_inline struct ss_hot *ss_hot_of(__u64 cookie)
 {
-	__u32 idx = (ss_hot_base & SS_HOT_SLOTS) | ss_hot_slot(cookie, tgid);
+	__u32 idx = (ss_hot_base & SS_HOT_SLOTS) | ss_hot_slot(cookie);
 
 	return bpf_map_lookup_elem(&ss_hot, &idx);
 }
 
-static __always_inline int ss_hot_holds(struct ss_hot *hot, __u64 cookie, __u32 tgid)
+/* ---- the calling thread without a helper call ----
+ * bpf_get_current_pid_tgid() is a helper call, whose return costs about 20 ns a program on CPUs
+ * whose returns are mitigated (Safe RET), as much as the rest of a fast path. A thread is told
+ * instead by the kernel stack its program runs on: a 16 KiB block of it names one live task. A
+ * dead task's stack may go to a new one, so each block has a generation that every new task moves
+ * for its stack's blocks before it can run (ss_tp_newtask); a slot names (block, generation), and
+ * its process (tgid) as the slow path found it when it filled the slot with a block it checked
+ * against its task's own stack (ss_ident_checked). A hit therefore is the same thread, so the same
+ * process; any doubt (another thread, a new generation, a frame not on its task's stack: a private
+ * or interrupt stack) is a miss, and the slow path asks the helpers. */
+
+#define SS_STACKGEN (1 << 12)  /* generations, by block (a hash: a collision is a needless miss) */
+#define SS_STACK_BLOCKS 4      /* a task's stack: up to 64 KiB (KASAN, 64 KiB pages) */
+
+__u32 ss_stackgen[SS_STACKGEN] SEC(".data.stackgen") = {};
+
+static __always_inline __u64 ss_ident_of(__u64 block)
 {
-	return hot && hot->cookie == cookie && hot->tgid == tgid;
+	return block | (__u64)ss_stackgen[block & (SS_STACKGEN - 1)] << SS_IDENT_GEN_SHIFT;
+}
+
+/* The calling thread's ident, from the address of a variable in this frame, stored into the CPU's
+ * slot and read back (the verifier lets a privileged program turn a pointer into a number by way
+ * of a map value only). 0 (which no slot holds): read back changed, as when another program on
+ * this CPU ran in between. */
+static __always_inline __u64 ss_ident(struct ss_hot *hot)
+{
+	__u64 here, sp, num;
+
+	hot->scratch = (__u64)&here;
+	asm volatile("" ::: "memory");
+	sp = *(volatile __u64 *)&hot->scratch;
+	/* A copy the compiler cannot tie to &here: past the test below it would compute with the
+	 * pointer itself, which the verifier refuses. */
+	asm volatile("%0 = %1" : "=r"(num) : "r"(sp));
+	if (sp != (__u64)&here)
+		return 0;
+	return ss_ident_of(num >> SS_STACK_SHIFT);
+}
+
+/* What a slot may hold for the calling thread: ident if its block is the bottom of the task's own
+ * stack, else SS_IDENT_NONE (a frame on another stack, or a stack of more than a block with the
+ * frame higher up: that thread's calls take the slow path). Off the fast path: two helper calls. */
+static __always_inline __u64 ss_ident_checked(__u64 ident)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 block = (__u64)BPF_CORE_READ(task, stack) >> SS_STACK_SHIFT; /* a number, not a pointer */
+
+	if ((ident & ((1ULL << SS_IDENT_GEN_SHIFT) - 1)) != block)
+		return SS_IDENT_NONE;
+	return ident;
 }
 
 /* What ss_count_slow needs of a call besides the socket, cookie and pid, in one argument (a
@@ -424,7 +473,7 @@ static __always_inline int ss_hot_holds(struct ss_hot *hot, __u64 cookie, __u32 
 /* The rest of ss_count, out of line (a BPF-to-BPF call): a key not in its CPU's slot, or the
  * datagram of an unconnected socket. Kept apart so the inline fast path stays small and its
  * values stay in registers. */
-static __noinline __u16 ss_count_slow(struct sock *sk, __u64 cookie, __u64 pid_tgid, __u64 arg)
+static __noinline __u16 ss_count_slow(struct sock *sk, __u64 cookie, __u64 pid_tgid, __u64 arg, __u64 ident)
 {
 	__u32 tgid = pid_tgid >> 32;
 	int dir = arg & SS_ARG_DIR ? SS_RX : SS_TX;
@@ -439,10 +488,12 @@ static __noinline __u16 ss_count_slow(struct sock *sk, __u64 cookie, __u64 pid_t
 	if (arg & SS_ARG_UNCONNECTED)
 		peer = ss_find_peer(pid_tgid, cookie, dir);
 	if (!peer) {
-		hot = ss_hot_of(cookie, tgid);
-		/* Held already: an unconnected socket's call that named no peer (recv() without an
-		 * address), or a call that came here with its key in its slot (ss_count_miss). */
-		if (ss_hot_holds(hot, cookie, tgid)) {
+		hot = ss_hot_of(cookie);
+		/* Held already: by another thread of the process, or this one whose block has a new
+		 * generation or could not be told (the slot now names this thread); an unconnected
+		 * socket's call that named no peer (recv() without an address). */
+		if (hot && hot->cookie == cookie && hot->tgid == tgid) {
+			hot->ident = ss_ident_checked(ident);
 			ss_add(&hot->val, bytes, dir);
 			return 0;
 		}
@@ -481,6 +532,7 @@ static __noinline __u16 ss_count_slow(struct sock *sk, __u64 cookie, __u64 pid_t
 		ss_merge(flows, &old, &hot->val);
 	}
 	hot->cookie = cookie;
+	hot->ident = ss_ident_checked(ident);
 	hot->tgid = tgid;
 	hot->kind = kind;
 	__builtin_memset(&hot->val, 0, sizeof(hot->val));
@@ -490,31 +542,32 @@ static __noinline __u16 ss_count_slow(struct sock *sk, __u64 cookie, __u64 pid_t
 /* A call whose key the caller found not in its slot (or may name a datagram peer): straight
  * to the slow path, without looking at the slot again inline. */
 static __always_inline __u16 ss_count_miss(struct sock *sk, __u64 cookie, int unconnected_udp, __u8 state,
-					   __u64 bytes, int dir, __u64 pid_tgid, __u32 kind)
+					   __u64 bytes, int dir, __u64 pid_tgid, __u32 kind, __u64 ident)
 {
 	return ss_count_slow(sk, cookie, pid_tgid,
 			     (__u32)bytes | (dir == SS_RX ? SS_ARG_DIR : 0) |
 				     (unconnected_udp ? SS_ARG_UNCONNECTED : 0) | ((__u64)kind << SS_ARG_KIND_SHIFT) |
-				     ((__u64)state << SS_ARG_STATE_SHIFT));
+				     ((__u64)state << SS_ARG_STATE_SHIFT),
+			     ident);
 }
 
 /* Count one call. sk is only dereferenced (CO-RE reads) on first sight of a key. Returns the
  * port of the datagram's peer when the call named one (unconnected UDP), else 0. The fast
- * path, inline: a connected key that holds its slot on this CPU. */
+ * path, inline: a connected key whose slot on this CPU names the calling thread. */
 static __always_inline __u16 ss_count(struct sock *sk, __u64 cookie, int unconnected_udp, __u8 state,
 				     __u64 bytes, int dir, __u64 pid_tgid, __u32 kind)
 {
-	__u32 tgid = pid_tgid >> 32;
-	struct ss_hot *hot;
+	struct ss_hot *hot = ss_hot_of(cookie);
+	__u64 ident = 0;
 
-	if (!unconnected_udp) {
-		hot = ss_hot_of(cookie, tgid);
-		if (ss_hot_holds(hot, cookie, tgid)) {
+	if (hot) {
+		ident = ss_ident(hot);
+		if (!unconnected_udp && hot->cookie == cookie && hot->ident == ident) {
 			ss_add(&hot->val, bytes, dir);
 			return 0;
 		}
 	}
-	return ss_count_miss(sk, cookie, unconnected_udp, state, bytes, dir, pid_tgid, kind);
+	return ss_count_miss(sk, cookie, unconnected_udp, state, bytes, dir, pid_tgid, kind, ident);
 }
 
 /* Group "tp": the socket layer's own length tracepoints (kernel >= 6.3). */
@@ -909,16 +962,18 @@ static __always_inline int ss_is_dns(__u16 protocol, __u16 peer_port, __u16 dpor
 	return peer_port ? peer_port == 53 : dport == bpf_htons(53);
 }
 
-/* The fast path of a call (tp_btf, fexit): its key holds its slot on this CPU, as most calls'
- * keys do. It reads two fields of the socket and the pid, and adds; NULL: the slow path. */
-static __always_inline struct ss_hot *ss_hot_hit(struct sock *sk, __u64 cookie, __u32 tgid)
+/* The fast path of a call (tp_btf, fexit): its socket's slot on this CPU names the calling
+ * thread, as most calls' do. It reads two fields of the socket, tells the thread by its stack,
+ * and adds; no helper call. NULL: the slow path, with *ident (0 if not told). */
+static __always_inline struct ss_hot *ss_hot_hit(struct sock *sk, __u64 cookie, __u64 *ident)
 {
-	struct ss_hot *hot;
+	struct ss_hot *hot = ss_hot_of(cookie); /* a cookie not assigned yet (0) uses slot 0's scratch */
 
-	if (!cookie) /* not assigned yet: the slow path asks for it */
+	*ident = 0;
+	if (!hot)
 		return NULL;
-	hot = ss_hot_of(cookie, tgid);
-	if (!ss_hot_holds(hot, cookie, tgid))
+	*ident = ss_ident(hot);
+	if (!cookie || hot->cookie != cookie || hot->ident != *ident)
 		return NULL;
 	/* A UDP socket no longer connected may name a peer per datagram: the slow path looks. */
 	if ((hot->kind & SS_HOT_UDP) && sk->__sk_common.skc_state != TCP_ESTABLISHED)
@@ -927,37 +982,37 @@ static __always_inline struct ss_hot *ss_hot_hit(struct sock *sk, __u64 cookie, 
 }
 
 /* Count a send that returned ret, off the fast path. sk is a BTF pointer (tp_btf, fexit). */
-static __noinline int ss_send_slow(struct sock *sk, int ret, __u64 pid_tgid)
+static __noinline int ss_send_slow(struct sock *sk, int ret, __u64 ident)
 {
 	__u16 family = sk->__sk_common.skc_family, protocol = sk->sk_protocol;
 	__u8 state = sk->__sk_common.skc_state;
 
-	ss_count_miss(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_TX, pid_tgid,
-		 ss_hot_kind(family, protocol));
+	ss_count_miss(sk, ss_cookie(sk), ss_unconnected_udp(family, protocol, state), state, ret, SS_TX,
+		      bpf_get_current_pid_tgid(), ss_hot_kind(family, protocol), ident);
 	return 0;
 }
 
 static __always_inline int ss_on_send(struct sock *sk, int ret)
 {
 	struct ss_hot *hot;
-	__u64 pid_tgid;
+	__u64 ident;
 
 	if (ret <= 0 || !sk || !ss_is_counted(sk->__sk_common.skc_family))
 		return 0;
-	pid_tgid = bpf_get_current_pid_tgid();
-	hot = ss_hot_hit(sk, sk->__sk_common.skc_cookie.counter, pid_tgid >> 32);
+	hot = ss_hot_hit(sk, sk->__sk_common.skc_cookie.counter, &ident);
 	if (!hot)
-		return ss_send_slow(sk, ret, pid_tgid);
+		return ss_send_slow(sk, ret, ident);
 	hot->val.tx_bytes += ret;
 	hot->val.tx_calls += 1;
 	return 0;
 }
 
 /* Count a receive that returned ret, off the fast path (a MSG_PEEK, a key not in its slot). */
-static __noinline int ss_recv_slow(struct sock *sk, int ret, int flags, __u64 pid_tgid)
+static __noinline int ss_recv_slow(struct sock *sk, int ret, int flags, __u64 ident)
 {
 	__u16 family = sk->__sk_common.skc_family, protocol = sk->sk_protocol;
 	int orig = ret; /* what the call returned (the TCP claim may differ) */
+	__u64 pid_tgid;
 
 	if (flags & MSG_PEEK) {
 		ss_stat_add(SS_STAT_PEEK_SKIPPED, 1);
@@ -967,11 +1022,12 @@ static __noinline int ss_recv_slow(struct sock *sk, int ret, int flags, __u64 pi
 	__u64 cookie = ss_cookie(sk);
 	__u16 peer_port;
 
+	pid_tgid = bpf_get_current_pid_tgid();
 	if (ss_cfg.tcp_rx_by_seq && protocol == IPPROTO_TCP && family != AF_PACKET)
 		ret = ss_tcp_rx(sk, cookie, ret, pid_tgid >> 32, 0);
 
 	peer_port = ss_count_miss(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, SS_RX, pid_tgid,
-			     ss_hot_kind(family, protocol));
+				  ss_hot_kind(family, protocol), ident);
 	if (ss_cfg.dns && family != AF_PACKET && ss_is_dns(protocol, peer_port, sk->__sk_common.skc_dport))
 		ss_dns_capture(sk, cookie, pid_tgid >> 32, orig, protocol);
 	return 0;
@@ -981,26 +1037,25 @@ static __noinline int ss_recv_slow(struct sock *sk, int ret, int flags, __u64 pi
 static __always_inline int ss_on_recv(struct sock *sk, int ret, int flags, int cast)
 {
 	struct ss_hot *hot;
-	__u64 pid_tgid, cookie;
+	__u64 cookie, ident;
 	__u32 kind;
 	int bytes;
 
 	if (ret <= 0 || !sk || !ss_is_counted(sk->__sk_common.skc_family))
 		return 0;
-	pid_tgid = bpf_get_current_pid_tgid();
 	cookie = sk->__sk_common.skc_cookie.counter;
-	hot = flags & MSG_PEEK ? NULL : ss_hot_hit(sk, cookie, pid_tgid >> 32);
-	if (!hot)
-		return ss_recv_slow(sk, ret, flags, pid_tgid);
+	hot = ss_hot_hit(sk, cookie, &ident);
+	if (!hot || (flags & MSG_PEEK))
+		return ss_recv_slow(sk, ret, flags, ident);
 	kind = hot->kind;
 	bytes = ret;
 	if (kind & SS_HOT_CLAIM)
-		bytes = ss_tcp_rx(sk, cookie, ret, pid_tgid >> 32, cast);
+		bytes = ss_tcp_rx(sk, cookie, ret, hot->tgid, cast);
 	hot->val.rx_bytes += bytes;
 	hot->val.rx_calls += 1;
 	/* Connected: the socket's own peer is the datagram's (ss_is_dns). */
 	if ((kind & SS_HOT_DNS) && sk->__sk_common.skc_dport == bpf_htons(53))
-		ss_dns_capture(sk, cookie, pid_tgid >> 32, ret, kind & SS_HOT_UDP ? IPPROTO_UDP : IPPROTO_TCP);
+		ss_dns_capture(sk, cookie, hot->tgid, ret, kind & SS_HOT_UDP ? IPPROTO_UDP : IPPROTO_TCP);
 	return 0;
 }
 
@@ -1016,6 +1071,19 @@ SEC("tp_btf/sock_recv_length")
 int BPF_PROG(ss_tp_recv, struct sock *sk, int ret, int flags)
 {
 	return ss_on_recv(sk, ret, flags, 1);
+}
+
+/* Every new task, before it can run: the blocks its stack covers get a new generation, so a slot
+ * that named a dead thread whose stack this one took no longer matches (ss_ident). Every counting
+ * group attaches it first (loader.py). */
+SEC("tp_btf/task_newtask")
+int BPF_PROG(ss_tp_newtask, struct task_struct *task)
+{
+	__u64 block = (__u64)BPF_CORE_READ(task, stack) >> SS_STACK_SHIFT;
+
+	for (int i = 0; i < SS_STACK_BLOCKS; i++)
+		__sync_fetch_and_add(&ss_stackgen[(block + i) & (SS_STACKGEN - 1)], 1);
+	return 0;
 }
 
 /* The kprobe group's TCP receives (see ss_rxseq). */
@@ -1186,7 +1254,7 @@ static __always_inline int ss_kp_exit(int ret, int dir)
 	struct ss_call *c = bpf_task_storage_get(&ss_calls, task, 0, 0);
 	struct ss_hot *hot;
 	struct sock *sk;
-	__u64 cookie, id, flags;
+	__u64 cookie, id, flags, ident;
 	__u16 family, protocol, peer_port, dport;
 	__u32 tgid, kind;
 	__u8 state;
@@ -1208,10 +1276,12 @@ static __always_inline int ss_kp_exit(int ret, int dir)
 	tgid = task->tgid;
 	id = (__u64)tgid << 32 | (__u32)task->pid; /* bpf_get_current_pid_tgid(), without the call */
 
-	/* The other groups' fast path: a key that holds its slot needs no more of the socket (the
-	 * slot's kind says its protocol), bar a UDP socket no longer connected (ss_hot_hit). */
-	hot = ss_hot_of(cookie, tgid);
-	if (ss_hot_holds(hot, cookie, tgid) && !((hot->kind & SS_HOT_UDP) && state != TCP_ESTABLISHED)) {
+	/* The other groups' fast path: a slot that names this thread needs no more of the socket
+	 * (the slot's kind says its protocol), bar a UDP socket no longer connected (ss_hot_hit). */
+	hot = ss_hot_of(cookie);
+	ident = hot ? ss_ident(hot) : 0;
+	if (hot && hot->cookie == cookie && hot->ident == ident &&
+	    !((hot->kind & SS_HOT_UDP) && state != TCP_ESTABLISHED)) {
 		kind = hot->kind;
 		if (dir == SS_TX || !(kind & SS_HOT_CLAIM)) /* a claimed read: counted at tcp_rcv_space_adjust */
 			ss_add(&hot->val, ret, dir);
@@ -1228,7 +1298,7 @@ static __always_inline int ss_kp_exit(int ret, int dir)
 		return 0;
 	}
 	peer_port = ss_count_miss(sk, cookie, ss_unconnected_udp(family, protocol, state), state, ret, dir, id,
-				  ss_hot_kind(family, protocol));
+				  ss_hot_kind(family, protocol), ident);
 	if (dir == SS_RX && ss_cfg.dns && family != AF_PACKET && ss_is_dns(protocol, peer_port, dport))
 		ss_dns_capture(sk, cookie, tgid, ret, protocol);
 	return 0;

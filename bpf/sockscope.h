@@ -34,7 +34,7 @@ struct ss_flow_val {
 	__u64 rx_calls;
 };
 
-/* Per-CPU cache of the connected keys a CPU saw last, direct-mapped by key: calls on
+/* Per-CPU cache of the connected keys a CPU saw last, direct-mapped by socket: calls on
  * a few sockets at once (a ping-pong, a proxy reading one socket and writing another)
  * add here (an array slot) instead of hashing every call. A key that takes a slot
  * flushes what the previous one gathered into the flow map; user space drains both
@@ -51,13 +51,23 @@ enum ss_hot_flag {
 	SS_HOT_DNS = 4,   /* TCP or UDP, DNS capture on: a receive from peer port 53 is captured */
 };
 
-/* One slot: a connected key (cookie, tgid: no datagram peer) and its counts; one cache line. */
+/* A thread, told without a helper call: the 16 KiB block of its kernel stack (where the
+ * program's own stack frame lies), with that block's generation (ss_stackgen, moved on each
+ * new task whose stack covers it) in the top bits. SS_IDENT_NONE: a slot whose thread could
+ * not be told so (its frame was not on its task's stack): it never matches. */
+#define SS_STACK_SHIFT 14
+#define SS_IDENT_GEN_SHIFT 50 /* kernel addresses >> 14 fit in 50 bits */
+#define SS_IDENT_NONE 1ULL
+
+/* One slot: a connected key's socket and the thread that last counted into it (ident; tgid
+ * is its process, the key), and their counts; one cache line. */
 struct ss_hot {
 	__u64 cookie;
+	__u64 ident;   /* see SS_STACK_SHIFT */
 	__u32 tgid;
-	__u32 kind; /* enum ss_hot_flag bits */
+	__u32 kind;    /* enum ss_hot_flag bits */
+	__u64 scratch; /* where a program turns its frame's address into a number */
 	struct ss_flow_val val;
-	__u64 pad[2];
 };
 
 enum ss_initiator {

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from sockscope.bpf import splice
+from sockscope.bpf import abi, splice
 from sockscope.bpf.loader import cgroup2_root
 from sockscope.collector.bpf_source import BpfSource
 from sockscope.collector.lifecycle import LifeEvent
@@ -377,6 +377,69 @@ def test_hundreds_of_short_lived_processes(source: BpfSource, netns: Netns) -> N
     got = {pid: (tally.procs[pid]["comm"], tally.procs[pid]["tx"]) for pid in sizes if pid in tally.procs}
     assert got == {pid: ("head", size) for pid, size in sizes.items()}
     assert_counts(tally, srv, s_done)
+
+
+def test_the_fast_path_tells_threads_by_their_kernel_stacks(source: BpfSource) -> None:
+    # A call whose socket's slot names its thread costs no helper call. Where a group's frame is
+    # not on its task's stack (a private BPF stack, 6.13+ for large frames) the slots say
+    # IDENT_NONE and every call takes the slow path: still exact, so only this test sees it.
+    with (
+        socket.create_server(("127.0.0.1", 0)) as lsn,
+        socket.create_connection(lsn.getsockname()) as a,
+        lsn.accept()[0] as b,
+    ):
+        for _ in range(200):
+            a.sendall(b"p" * 64)
+            assert b.recv(64) == b"p" * 64
+        mine = [h for h in source.collector.hot_slots() if h.tgid == os.getpid()]
+    assert mine
+    assert all(h.ident not in (0, abi.IDENT_NONE) for h in mine), [hex(h.ident) for h in mine]
+    assert sum(h.val.tx_calls for h in mine) >= 199  # the first call of a key goes to the flow map
+
+
+def test_processes_and_threads_taking_turns_on_one_socket_on_one_cpu(source: BpfSource, netns: Netns) -> None:
+    # The fast path tells a thread by its kernel stack (ss_ident). A process that exits frees its
+    # stack, and the next one forked on that CPU is likely to get it: here each of 60 processes
+    # writes to the same connection, one after another, all on one CPU, so a slot that still
+    # named the dead one would count the next one's bytes as the dead one's. Then two threads of
+    # this process take turns on it: one process, each thread's bytes to it.
+    srv = Traffic("ss-turns", "tcp-server", "--bind", netns.peer4, prefix=netns.exec_prefix())
+    sizes: dict[int, int] = {}
+    turns = [1000 + i for i in range(100)]
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {max(before)})  # this thread; its children and threads inherit it
+    try:
+        port = srv.line()["port"]
+        with socket.create_connection((netns.peer4, port)) as conn:
+            for i in range(60):
+                p = subprocess.Popen(["head", "-c", str(5000 + i), "/dev/zero"], stdout=conn.fileno())
+                assert p.wait(timeout=30) == 0
+                sizes[p.pid] = 5000 + i
+            go = [threading.Event(), threading.Event()]
+
+            def take_turns(me: int) -> None:
+                for size in turns[me::2]:
+                    assert go[me].wait(timeout=30)
+                    go[me].clear()
+                    conn.sendall(b"t" * size)
+                    go[1 - me].set()
+
+            threads = [threading.Thread(target=take_turns, args=(me,)) for me in (0, 1)]
+            for t in threads:
+                t.start()
+            go[0].set()
+            for t in threads:
+                t.join(timeout=60)
+        s_done = srv.wait()
+    finally:
+        os.sched_setaffinity(0, before)
+        srv.kill()
+    tally = Tally()
+    drain(source, tally)
+    assert s_done["rx"] == sum(sizes.values()) + sum(turns)
+    got = {pid: (tally.procs[pid]["comm"], tally.procs[pid]["tx"]) for pid in sizes if pid in tally.procs}
+    assert got == {pid: ("head", size) for pid, size in sizes.items()}
+    assert tally.procs[os.getpid()]["tx"] == sum(turns)
 
 
 # 7. Loopback, low and slow, many connections, many threads

@@ -125,12 +125,12 @@ def test_rows_come_in_the_configurations_own_order_whatever_ran_first() -> None:
 
 
 def test_each_hook_group_switches_its_counting_programs_but_the_once_per_socket_ones() -> None:
-    from sockscope.bpf.loader import COUNT_GROUPS, SPLICE_PROGS
+    from sockscope.bpf.loader import COUNT_GROUPS, NEWTASK, SPLICE_PROGS
 
     for g in COUNT_GROUPS:
         hs = hook_set(g.name)
-        assert set(hs.sockscope) == set(g.programs) - set(SPLICE_PROGS)
-        assert not set(hs.sockscope) & set(SPLICE_PROGS)
+        assert set(hs.sockscope) == set(g.programs) - {*SPLICE_PROGS, NEWTASK}
+        assert not set(hs.sockscope) & {*SPLICE_PROGS, NEWTASK}
     assert hook_set("tracepoint") == TRACEPOINT
     assert "ss_tp_rcvspace" in hook_set("kprobe").sockscope  # the kprobe group's third program per TCP read
     assert "ss_tp_rcvspace" not in hook_set("fentry").sockscope

@@ -55,6 +55,7 @@ class EventFlags(IntFlag):
 SS_STAT_MAX = 9
 SS_DNS_MAX = 2048
 HOT_SLOTS = 64  # SS_HOT_SLOTS: slots per CPU in each of the two sets of the hot-key cache (ss_hot)
+IDENT_NONE = 1  # SS_IDENT_NONE: a hot slot whose thread could not be told by its kernel stack
 
 
 class FlowKey(ctypes.Structure):
@@ -83,10 +84,11 @@ FLOW_KEY = struct.Struct("=QIHH16s")
 class Hot(ctypes.Structure):
     _fields_ = [
         ("cookie", c_uint64),
+        ("ident", c_uint64),
         ("tgid", c_uint32),
         ("kind", c_uint32),
+        ("scratch", c_uint64),
         ("val", FlowVal),
-        ("pad", c_uint64 * 2),
     ]
 
 

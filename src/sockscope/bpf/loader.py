@@ -38,6 +38,10 @@ DESTROY = "ss_tp_destroy"
 END = "ss_tp_end"  # live events: a TCP socket's end with its totals (CollectorOptions.live)
 ITER = "ss_iter_rxseq"
 SPLICE_PROGS = (DESTROY, ITER)
+# Every new task moves the generation of its stack's blocks, by which the counting programs tell a
+# thread without a helper call (ss_ident in sockscope.bpf.c): first in every counting group, so it
+# is attached before anything counts.
+NEWTASK = "ss_tp_newtask"
 
 
 @dataclass(frozen=True)
@@ -53,18 +57,18 @@ class HookGroup:
 COUNT_GROUPS = (
     HookGroup(
         "tracepoint",
-        ("ss_tp_send", "ss_tp_recv", *SPLICE_PROGS),
+        (NEWTASK, "ss_tp_send", "ss_tp_recv", *SPLICE_PROGS),
         "sock:sock_send_length / sock:sock_recv_length (TCP reads, splice() included, claimed by copied_seq)",
     ),
     HookGroup(
         "fentry",
-        (*(f"ss_fx_{f}" for f in FUNCS), *SPLICE_PROGS),
+        (NEWTASK, *(f"ss_fx_{f}" for f in FUNCS), *SPLICE_PROGS),
         "fexit on inet/inet6/packet sendmsg and recvmsg (and inet_sendpage before 6.5)",
         optional=tuple((f"ss_fx_{f}", f) for f in FUNCS if f in OPTIONAL_FUNCS),
     ),
     HookGroup(
         "kprobe",
-        (*(p for f in FUNCS for p in (f"ss_kp_{f}", f"ss_krp_{f}")), RCVSPACE, *SPLICE_PROGS),
+        (NEWTASK, *(p for f in FUNCS for p in (f"ss_kp_{f}", f"ss_krp_{f}")), RCVSPACE, *SPLICE_PROGS),
         "kprobe/kretprobe on the same functions, tcp:tcp_rcv_space_adjust for TCP reads",
         optional=tuple((p, f) for f in FUNCS if f in OPTIONAL_FUNCS for p in (f"ss_kp_{f}", f"ss_krp_{f}")),
     ),
@@ -287,6 +291,8 @@ class Collector(Reads):
         byname = {p.name: p for p in obj.programs()}
         absent = self.absent() if group.optional else {}
         for name in group.programs:
+            if name == NEWTASK and name not in byname:
+                continue  # an object built before the stack idents (bench --toggle-object) needs none
             prog = byname[name]
             if name in absent:
                 out.append(HookStatus(group.name, name, prog.section, False, absent=absent[name]))
@@ -421,8 +427,9 @@ class Collector(Reads):
     # ---- for benchmarks: the monitor off and on inside one process ----
 
     def pause(self, names: Iterable[str]) -> None:
-        """Detach these attached tracing programs (the rest stays attached, maps and all)."""
-        want = set(names)
+        """Detach these attached tracing programs (the rest stays attached, maps and all). NEWTASK
+        stays: the counting programs' slots are safe only while it keeps the stacks' generations."""
+        want = set(names) - {NEWTASK}
         keep = []
         for link in self._links:
             if link.program in want:
@@ -442,7 +449,7 @@ class Collector(Reads):
         self._paused.clear()
 
     def _detach(self) -> None:
-        for link in self._links:
+        for link in reversed(self._links):  # the reverse of attaching: NEWTASK after what counts
             link.destroy()
         self._links = []
         self._paused.clear()

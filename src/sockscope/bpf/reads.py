@@ -207,6 +207,19 @@ class Reads:
             hot_map.update(ctypes.c_uint32(slot), zeros)
         return out
 
+    def hot_slots(self) -> list[abi.Hot]:
+        """The occupied hot slots of every CPU, both sets, as they are now (before a read drains
+        them): whether the fast path tells threads by their stacks here (Hot.ident) is seen in them."""
+        hot_map = self._map("ss_hot")
+        size = ctypes.sizeof(abi.Hot)
+        buf = ctypes.create_string_buffer(size * self._ncpu)
+        out: list[abi.Hot] = []
+        for slot in range(2 * abi.HOT_SLOTS):
+            if hot_map.lookup_into(ctypes.c_uint32(slot), buf):
+                hots = (abi.Hot.from_buffer_copy(buf.raw, cpu * size) for cpu in range(self._ncpu))
+                out.extend(h for h in hots if h.cookie)
+        return out
+
     def _stats_delta(self) -> Counters:
         buf = ctypes.create_string_buffer(ctypes.sizeof(abi.Stats) * self._ncpu)
         if not self._map("ss_stats").lookup_into(ctypes.c_uint32(0), buf):
