@@ -25,6 +25,7 @@ def test_doctor_reports_each_hook_and_why() -> None:
     assert {g for g in COUNT_GROUP_NAMES if groups[g]["attached"]} == set(ALLOWED)
     if "tracepoint" in ALLOWED:
         assert {h["target"] for h in groups["tracepoint"]["hooks"]} == {
+            "tp_btf/task_newtask",
             "tp_btf/sock_send_length",
             "tp_btf/sock_recv_length",
             "tp_btf/tcp_destroy_sock",
