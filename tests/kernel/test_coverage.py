@@ -394,7 +394,8 @@ def test_the_fast_path_tells_threads_by_their_kernel_stacks(source: BpfSource) -
         mine = [h for h in source.collector.hot_slots() if h.tgid == os.getpid()]
     assert mine
     assert all(h.ident not in (0, abi.IDENT_NONE) for h in mine), [hex(h.ident) for h in mine]
-    assert sum(h.val.tx_calls for h in mine) >= 199  # the first call of a key goes to the flow map
+    # The first call of a key on each CPU it ran on goes to the flow map; the rest add in slots.
+    assert sum(h.val.tx_calls for h in mine) >= 200 - (os.cpu_count() or 1)
 
 
 def test_processes_and_threads_taking_turns_on_one_socket_on_one_cpu(source: BpfSource, netns: Netns) -> None:
