@@ -189,36 +189,33 @@ class Reads:
         self._last_read = now
         return elapsed, flows, self._stats_delta()
 
-    def _drain_hot(self, first: int) -> list[RawFlow]:
-        """What each CPU's hot slots of the set from `first` gathered; then zero them for their next turn."""
-        hot_map = self._map("ss_hot")
+    def _hot_slot(self, slot: int) -> list[abi.Hot]:
+        """One hot slot on every CPU; empty when no CPU ever used it (all zeros: nothing to read)."""
         size = ctypes.sizeof(abi.Hot)  # a multiple of 8, as per-CPU values are laid out
         buf = ctypes.create_string_buffer(size * self._ncpu)
-        zeros = ctypes.create_string_buffer(size * self._ncpu)
+        if not self._map("ss_hot").lookup_into(ctypes.c_uint32(slot), buf) or not any(buf.raw):
+            return []
+        return [abi.Hot.from_buffer_copy(buf.raw, cpu * size) for cpu in range(self._ncpu)]
+
+    def _drain_hot(self, first: int) -> list[RawFlow]:
+        """What each CPU's hot slots of the set from `first` gathered; then zero them for their next turn."""
+        zeros = ctypes.create_string_buffer(ctypes.sizeof(abi.Hot) * self._ncpu)
         out = []
         for slot in range(first, first + abi.HOT_SLOTS):
-            if not hot_map.lookup_into(ctypes.c_uint32(slot), buf) or buf.raw == zeros.raw:
+            hots = self._hot_slot(slot)
+            if not hots:
                 continue  # an unused slot: nothing to read or zero
-            for cpu in range(self._ncpu):
-                h = abi.Hot.from_buffer_copy(buf.raw, cpu * size)
+            for h in hots:
                 v = h.val
                 if v.tx_calls or v.rx_calls or v.rx_bytes:  # a slot's key is connected: no datagram peer
                     out.append(RawFlow(h.cookie, h.tgid, NO_ADDR, 0, v.tx_bytes, v.rx_bytes, v.tx_calls, v.rx_calls))
-            hot_map.update(ctypes.c_uint32(slot), zeros)
+            self._map("ss_hot").update(ctypes.c_uint32(slot), zeros)
         return out
 
     def hot_slots(self) -> list[abi.Hot]:
         """The occupied hot slots of every CPU, both sets, as they are now (before a read drains
         them): whether the fast path tells threads by their stacks here (Hot.ident) is seen in them."""
-        hot_map = self._map("ss_hot")
-        size = ctypes.sizeof(abi.Hot)
-        buf = ctypes.create_string_buffer(size * self._ncpu)
-        out: list[abi.Hot] = []
-        for slot in range(2 * abi.HOT_SLOTS):
-            if hot_map.lookup_into(ctypes.c_uint32(slot), buf):
-                hots = (abi.Hot.from_buffer_copy(buf.raw, cpu * size) for cpu in range(self._ncpu))
-                out.extend(h for h in hots if h.cookie)
-        return out
+        return [h for slot in range(2 * abi.HOT_SLOTS) for h in self._hot_slot(slot) if h.cookie]
 
     def _stats_delta(self) -> Counters:
         buf = ctypes.create_string_buffer(ctypes.sizeof(abi.Stats) * self._ncpu)
